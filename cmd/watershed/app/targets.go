@@ -1,0 +1,59 @@
+package app
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/grafana/dskit/services"
+
+	"github.com/watershed-dev/watershed/platform/runtime"
+	"github.com/watershed-dev/watershed/services/node-collector/collector"
+	"github.com/watershed-dev/watershed/services/router/router"
+	"github.com/watershed-dev/watershed/services/writer-mimir/mimirwriter"
+)
+
+// Targets in stop order: intake first, so that at shutdown nothing new
+// comes in while the rest flushes.
+var Targets = []string{"node-collector", "router", "writer-mimir"}
+
+// ParseTargets reads -target: "all" or a comma-separated list.
+func ParseTargets(s string) ([]string, error) {
+	if s == "" || s == "all" {
+		return Targets, nil
+	}
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		t = strings.TrimSpace(t)
+		if !slices.Contains(Targets, t) {
+			return nil, fmt.Errorf("-target: %q is not one of all, %s", t, strings.Join(Targets, ", "))
+		}
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return slices.Index(Targets, a) - slices.Index(Targets, b) })
+	return out, nil
+}
+
+// Build returns the BuildFunc of a set of targets.
+func Build(targets []string) runtime.BuildFunc {
+	return func(env *runtime.Env) ([][]services.Service, error) {
+		var groups [][]services.Service
+		for _, t := range targets {
+			switch t {
+			case "node-collector":
+				if env.Config.Metrics.Enabled {
+					groups = append(groups, []services.Service{collector.NewFromEnv(env)})
+				}
+			case "router":
+				groups = append(groups, []services.Service{router.NewFromEnv(env)})
+			case "writer-mimir":
+				groups = append(groups, []services.Service{mimirwriter.NewFromEnv(env)})
+			default:
+				return nil, fmt.Errorf("unknown target %q", t)
+			}
+		}
+		return groups, nil
+	}
+}

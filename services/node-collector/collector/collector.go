@@ -1,0 +1,155 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	promconfig "github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
+	"github.com/prometheus/prometheus/scrape"
+
+	"github.com/watershed-dev/watershed/platform/bus"
+	"github.com/watershed-dev/watershed/platform/config"
+)
+
+// Config is what the collector needs from the Watershed configuration.
+type Config struct {
+	Cluster string
+	// Name identifies this collector on the bus (the node name in a cluster).
+	Name    string
+	Metrics config.MetricsConfig
+	NATS    config.NATSConfig
+	// PublishTimeout bounds how long one scrape may wait for the bus before
+	// its samples are counted as dropped.
+	PublishTimeout time.Duration
+	// FlushTimeout bounds how long shutdown waits for scrapes in flight.
+	FlushTimeout time.Duration
+}
+
+// Collector scrapes targets and publishes each scrape to the bus.
+type Collector struct {
+	services.Service
+
+	cfg     Config
+	bus     *bus.Bus
+	reg     prometheus.Registerer
+	metrics *metrics
+	pubm    *bus.PublisherMetrics
+	logger  *slog.Logger
+
+	manager    *scrape.Manager
+	sink       *sink
+	cancelSink context.CancelFunc
+	tsets      chan map[string][]*targetgroup.Group
+	runDone    chan error
+}
+
+// New makes the collector service.
+func New(cfg Config, b *bus.Bus, pubMetrics *bus.PublisherMetrics, reg prometheus.Registerer, logger *slog.Logger) *Collector {
+	c := &Collector{
+		cfg:     cfg,
+		bus:     b,
+		reg:     reg,
+		metrics: newMetrics(reg),
+		pubm:    pubMetrics,
+		logger:  logger.With("component", "node-collector"),
+		tsets:   make(chan map[string][]*targetgroup.Group, 1),
+		runDone: make(chan error, 1),
+	}
+	c.Service = services.NewBasicService(c.starting, c.running, c.stopping)
+	return c
+}
+
+func (c *Collector) starting(ctx context.Context) error {
+	if _, err := bus.EnsureStream(ctx, c.bus.JetStream(), bus.RawStreamConfig(c.cfg.NATS)); err != nil {
+		return err
+	}
+	promCfg, groups, err := scrapeConfig(c.cfg)
+	if err != nil {
+		return err
+	}
+	sinkCtx, cancel := context.WithCancel(context.Background())
+	c.cancelSink = cancel
+	c.sink = newSink(sinkCtx, sinkConfig{
+		partitions:      c.cfg.NATS.Partitions,
+		maxMessageBytes: int(c.cfg.NATS.MaxMessageBytes),
+		source:          c.cfg.Name,
+		publishTimeout:  c.cfg.PublishTimeout,
+	}, bus.NewPublisher(c.bus.JetStream(), "node-collector", c.pubm, c.logger), c.metrics, c.logger)
+
+	mgr, err := scrape.NewManager(&scrape.Options{
+		PassMetadataInContext:    true, // puts the target in the appender's context
+		DiscoveryReloadInterval:  model.Duration(250 * time.Millisecond),
+		DiscoveryReloadOnStartup: true,
+	}, c.logger, nil, nil, c.sink, c.reg)
+	if err != nil {
+		return fmt.Errorf("scrape manager: %w", err)
+	}
+	if err := mgr.ApplyConfig(promCfg); err != nil {
+		return fmt.Errorf("scrape config: %w", err)
+	}
+	c.manager = mgr
+	go func() { c.runDone <- mgr.Run(c.tsets) }()
+	c.tsets <- groups
+	c.logger.Info("scraping", "jobs", len(groups))
+	return nil
+}
+
+func (c *Collector) running(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-c.runDone:
+		return fmt.Errorf("scrape manager stopped: %w", err)
+	}
+}
+
+// stopping stops the scrape loops; a scrape being published may finish
+// within the flush timeout, after which its publish is cancelled and its
+// samples are counted as dropped.
+func (c *Collector) stopping(error) error {
+	if c.manager == nil {
+		return nil
+	}
+	timer := time.AfterFunc(c.cfg.FlushTimeout, c.cancelSink)
+	defer timer.Stop()
+	c.manager.Stop()
+	c.cancelSink()
+	return nil
+}
+
+// scrapeConfig turns the static targets into a Prometheus configuration,
+// loaded by Prometheus's own loader so that every default and check is
+// Prometheus's, and into the target groups the scrape manager expects from
+// discovery.
+func scrapeConfig(cfg Config) (*promconfig.Config, map[string][]*targetgroup.Group, error) {
+	text, err := prometheusYAML(cfg.Metrics)
+	if err != nil {
+		return nil, nil, err
+	}
+	promCfg, err := promconfig.Load(text, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics.staticTargets: %w", err)
+	}
+	groups := make(map[string][]*targetgroup.Group, len(cfg.Metrics.StaticTargets))
+	for _, st := range cfg.Metrics.StaticTargets {
+		common := model.LabelSet{}
+		for k, v := range st.Labels {
+			common[model.LabelName(k)] = model.LabelValue(v)
+		}
+		if cfg.Cluster != "" {
+			common["cluster"] = model.LabelValue(cfg.Cluster)
+		}
+		g := &targetgroup.Group{Source: "static/" + st.Job, Labels: common}
+		for _, addr := range st.Targets {
+			g.Targets = append(g.Targets, model.LabelSet{model.AddressLabel: model.LabelValue(addr)})
+		}
+		groups[st.Job] = []*targetgroup.Group{g}
+	}
+	return promCfg, groups, nil
+}

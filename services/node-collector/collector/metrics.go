@@ -1,0 +1,57 @@
+package collector
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Dropped-sample reasons.
+const (
+	reasonPublishFailed = "publish_failed"
+	reasonEncodeFailed  = "encode_failed"
+	reasonRolledBack    = "scrape_rolled_back"
+)
+
+type metrics struct {
+	samplesAppended  prometheus.Counter
+	staleMarkers     prometheus.Counter
+	samplesPublished prometheus.Counter
+	samplesDropped   *prometheus.CounterVec
+	messages         prometheus.Counter
+	publishDuration  prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	m := &metrics{
+		samplesAppended: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_collector_samples_scraped_total",
+			Help: "Samples the scrapes produced, including up, scrape_* and staleness markers.",
+		}),
+		staleMarkers: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_collector_stale_markers_total",
+			Help: "Staleness markers among the scraped samples.",
+		}),
+		samplesPublished: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_collector_samples_published_total",
+			Help: "Samples JetStream acknowledged on the raw stream.",
+		}),
+		samplesDropped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "watershed_collector_samples_dropped_total",
+			Help: "Samples not published, by reason.",
+		}, []string{"reason"}),
+		messages: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_collector_messages_published_total",
+			Help: "Bus messages published: one per scrape, more for a scrape split by size.",
+		}),
+		publishDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "watershed_collector_publish_duration_seconds",
+			Help:    "Time from the end of a scrape to JetStream's ack of all its messages.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8),
+		}),
+	}
+	for _, r := range []string{reasonPublishFailed, reasonEncodeFailed, reasonRolledBack} {
+		m.samplesDropped.WithLabelValues(r)
+	}
+	return m
+}

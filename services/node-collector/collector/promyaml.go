@@ -1,0 +1,85 @@
+package collector
+
+import (
+	"fmt"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/watershed-dev/watershed/platform/config"
+)
+
+// The subset of Prometheus's configuration file that static targets map to.
+type promFile struct {
+	Global        promGlobal      `yaml:"global"`
+	ScrapeConfigs []promScrapeJob `yaml:"scrape_configs"`
+}
+
+type promGlobal struct {
+	ScrapeInterval string `yaml:"scrape_interval"`
+	ScrapeTimeout  string `yaml:"scrape_timeout"`
+}
+
+type promScrapeJob struct {
+	JobName         string         `yaml:"job_name"`
+	ScrapeInterval  string         `yaml:"scrape_interval,omitempty"`
+	ScrapeTimeout   string         `yaml:"scrape_timeout,omitempty"`
+	MetricsPath     string         `yaml:"metrics_path,omitempty"`
+	Scheme          string         `yaml:"scheme,omitempty"`
+	HonorLabels     bool           `yaml:"honor_labels,omitempty"`
+	SampleLimit     int            `yaml:"sample_limit,omitempty"`
+	ScrapeProtocols []string       `yaml:"scrape_protocols,omitempty"`
+	Authorization   *promAuth      `yaml:"authorization,omitempty"`
+	TLSConfig       *promTLSConfig `yaml:"tls_config,omitempty"`
+}
+
+type promAuth struct {
+	Credentials     string `yaml:"credentials,omitempty"`
+	CredentialsFile string `yaml:"credentials_file,omitempty"`
+}
+
+type promTLSConfig struct {
+	CAFile             string `yaml:"ca_file,omitempty"`
+	CertFile           string `yaml:"cert_file,omitempty"`
+	KeyFile            string `yaml:"key_file,omitempty"`
+	ServerName         string `yaml:"server_name,omitempty"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify,omitempty"`
+}
+
+// prometheusYAML renders the scrape jobs as a Prometheus configuration file.
+func prometheusYAML(m config.MetricsConfig) (string, error) {
+	timeout := min(m.ScrapeTimeout, m.ScrapeInterval)
+	f := promFile{Global: promGlobal{ScrapeInterval: m.ScrapeInterval.String(), ScrapeTimeout: timeout.String()}}
+	for _, st := range m.StaticTargets {
+		interval := st.ScrapeInterval
+		if interval == 0 {
+			interval = m.ScrapeInterval
+		}
+		jobTimeout := st.ScrapeTimeout
+		if jobTimeout == 0 {
+			jobTimeout = min(m.ScrapeTimeout, interval)
+		}
+		job := promScrapeJob{
+			JobName:         st.Job,
+			ScrapeInterval:  interval.String(),
+			ScrapeTimeout:   jobTimeout.String(),
+			MetricsPath:     st.MetricsPath,
+			Scheme:          st.Scheme,
+			HonorLabels:     st.HonorLabels,
+			SampleLimit:     st.SampleLimit,
+			ScrapeProtocols: st.ScrapeProtocols,
+		}
+		if tok := st.BearerToken.String(); tok != "" || st.BearerFile != "" {
+			job.Authorization = &promAuth{Credentials: tok, CredentialsFile: st.BearerFile}
+		}
+		if st.TLS != (config.TLSConfig{}) {
+			tls := promTLSConfig(st.TLS)
+			job.TLSConfig = &tls
+		}
+		f.ScrapeConfigs = append(f.ScrapeConfigs, job)
+	}
+	out, err := yaml.Marshal(f)
+	if err != nil {
+		return "", fmt.Errorf("render scrape configuration: %w", err)
+	}
+	return string(out), nil
+}

@@ -1,0 +1,189 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/scrape"
+	"github.com/prometheus/prometheus/storage"
+
+	"github.com/watershed-dev/watershed/platform/bus"
+	"github.com/watershed-dev/watershed/platform/remotewrite"
+)
+
+// publisher is the part of bus.Publisher the sink uses.
+type publisher interface {
+	Publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error)
+}
+
+// sink is the scrape manager's storage: every scrape appends into one
+// appender, and its Commit publishes the scrape to the raw stream.
+type sink struct {
+	pub             publisher
+	partitions      int
+	maxMessageBytes int
+	source          string // this collector, in Ws-Source and message ids
+	bootID          string // distinguishes message ids across restarts
+	publishTimeout  time.Duration
+	seq             atomic.Uint64
+	ctx             context.Context // ends when a shutdown flush runs out of time
+	metrics         *metrics
+	logger          *slog.Logger
+	builders        sync.Pool
+}
+
+type sinkConfig struct {
+	partitions      int
+	maxMessageBytes int
+	source          string
+	publishTimeout  time.Duration
+}
+
+func newSink(ctx context.Context, cfg sinkConfig, pub publisher, m *metrics, logger *slog.Logger) *sink {
+	return &sink{
+		pub:             pub,
+		partitions:      cfg.partitions,
+		maxMessageBytes: cfg.maxMessageBytes,
+		source:          cfg.source,
+		bootID:          strconv.FormatInt(time.Now().UnixNano(), 36),
+		publishTimeout:  cfg.publishTimeout,
+		ctx:             ctx,
+		metrics:         m,
+		logger:          logger,
+		builders:        sync.Pool{New: func() any { return &remotewrite.Builder{} }},
+	}
+}
+
+// AppenderV2 implements storage.AppendableV2; the scrape loop takes one per scrape.
+func (s *sink) AppenderV2(ctx context.Context) storage.AppenderV2 {
+	a := &appender{sink: s, b: s.builders.Get().(*remotewrite.Builder), key: "unknown"}
+	if t, ok := scrape.TargetFromContext(ctx); ok {
+		a.key = t.GetValue("job") + "|" + t.String()
+	}
+	return a
+}
+
+// chunk is one compressed bus message of a scrape.
+type chunk struct {
+	payload []byte
+	samples int
+}
+
+type appender struct {
+	sink    *sink
+	b       *remotewrite.Builder
+	key     string
+	chunks  []chunk
+	samples int
+	stale   int
+}
+
+// Append implements storage.AppenderV2.
+func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
+	if h != nil || fh != nil {
+		if err := a.b.AppendHistogram(ls, t, h, fh); err != nil {
+			a.sink.metrics.samplesDropped.WithLabelValues(reasonEncodeFailed).Inc()
+			return 0, err
+		}
+	} else {
+		a.b.AppendSample(ls, t, v, opts.Exemplars)
+		if value.IsStaleNaN(v) {
+			a.stale++
+		}
+	}
+	a.samples++
+	if a.b.Len() >= a.sink.maxMessageBytes {
+		a.cut()
+	}
+	if ref == 0 {
+		// The scrape cache hands the ref back for this series; it only
+		// needs to be non-zero and stable.
+		ref = storage.SeriesRef(ls.Hash() | 1)
+	}
+	return ref, nil
+}
+
+// cut compresses what the builder holds into a chunk.
+func (a *appender) cut() {
+	if a.b.Series() == 0 {
+		return
+	}
+	a.chunks = append(a.chunks, chunk{
+		payload: remotewrite.Compress(nil, a.b.Bytes()),
+		samples: a.b.Samples(),
+	})
+	a.b.Reset()
+}
+
+func (a *appender) release() {
+	a.b.Reset()
+	a.sink.builders.Put(a.b)
+	a.b = nil
+	a.chunks = nil
+}
+
+// Commit publishes the scrape and waits until JetStream has stored it. The
+// scrape loop of one target commits one scrape after the other, so a
+// target's scrapes reach the bus in order.
+func (a *appender) Commit() error {
+	defer a.release()
+	a.cut()
+	m := a.sink.metrics
+	m.samplesAppended.Add(float64(a.samples))
+	m.staleMarkers.Add(float64(a.stale))
+	if len(a.chunks) == 0 {
+		return nil
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(a.sink.ctx, a.sink.publishTimeout)
+	defer cancel()
+	partition := bus.Partition(a.key, a.sink.partitions)
+	for i, c := range a.chunks {
+		if _, err := a.sink.pub.Publish(ctx, a.sink.message(partition, a.key, c)); err != nil {
+			lost := 0
+			for _, rest := range a.chunks[i:] {
+				lost += rest.samples
+			}
+			m.samplesDropped.WithLabelValues(reasonPublishFailed).Add(float64(lost))
+			return fmt.Errorf("publish scrape of %s: %w", a.key, err)
+		}
+		m.samplesPublished.Add(float64(c.samples))
+		m.messages.Inc()
+	}
+	m.publishDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// Rollback implements storage.AppenderV2: the scrape loop discards a scrape
+// it refused (sample_limit, a parse error); Prometheus counts the reason.
+func (a *appender) Rollback() error {
+	a.sink.metrics.samplesAppended.Add(float64(a.samples))
+	a.sink.metrics.samplesDropped.WithLabelValues(reasonRolledBack).Add(float64(a.samples))
+	a.release()
+	return nil
+}
+
+func (s *sink) message(partition int, key string, c chunk) *nats.Msg {
+	msg := nats.NewMsg(bus.RawSubject(bus.SignalMetrics, partition))
+	msg.Data = c.payload
+	msg.Header.Set(bus.HeaderSignal, bus.SignalMetrics)
+	msg.Header.Set(bus.HeaderEncoding, bus.EncodingPRW1Snappy)
+	msg.Header.Set(bus.HeaderSource, s.source)
+	msg.Header.Set(bus.HeaderPartitionKey, key)
+	msg.Header.Set(bus.HeaderCount, strconv.Itoa(c.samples))
+	msg.Header.Set(bus.HeaderTime, strconv.FormatInt(time.Now().UnixMilli(), 10))
+	msg.Header.Set(jetstream.MsgIDHeader, s.source+"-"+s.bootID+"-"+strconv.FormatUint(s.seq.Add(1), 36))
+	return msg
+}
+
+var _ storage.AppendableV2 = (*sink)(nil)

@@ -1,0 +1,187 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/watershed-dev/watershed/platform/bus"
+	"github.com/watershed-dev/watershed/platform/config"
+)
+
+// Destination is where one signal goes.
+type Destination struct {
+	// Name is the destination's key under externalServices.
+	Name string
+	// Tenant is set on messages that carry none.
+	Tenant string
+	// Buffer is the retention of the destination's stream.
+	Buffer config.StreamConfig
+}
+
+// Config is what the router needs from the Watershed configuration.
+type Config struct {
+	NATS config.NATSConfig
+	// Routes maps a signal to its destination.
+	Routes map[string]Destination
+	// Batch is how many messages a partition may hold unacknowledged.
+	Batch   int
+	AckWait time.Duration
+}
+
+// Dropped-message reasons.
+const (
+	reasonUnknownSignal = "unknown_signal"
+	reasonBadHeader     = "bad_header"
+)
+
+type metrics struct {
+	routedMessages *prometheus.CounterVec
+	routedItems    *prometheus.CounterVec
+	dropped        *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	return &metrics{
+		routedMessages: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "watershed_router_routed_messages_total",
+			Help: "Messages stored in a destination stream and acked on the raw stream.",
+		}, []string{"signal", "destination"}),
+		routedItems: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "watershed_router_routed_items_total",
+			Help: "Items (samples, lines, spans) routed, from the Ws-Count header.",
+		}, []string{"signal", "destination"}),
+		dropped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "watershed_router_dropped_messages_total",
+			Help: "Raw messages that could not be routed and were removed, by reason.",
+		}, []string{"reason"}),
+	}
+}
+
+// Router is the routing service.
+type Router struct {
+	services.Service
+
+	cfg     Config
+	bus     *bus.Bus
+	pub     *bus.Publisher
+	metrics *metrics
+	logger  *slog.Logger
+	loops   []*bus.FetchLoop
+}
+
+// New makes the router service.
+func New(cfg Config, b *bus.Bus, pubMetrics *bus.PublisherMetrics, reg prometheus.Registerer, logger *slog.Logger) *Router {
+	logger = logger.With("component", "router")
+	r := &Router{
+		cfg:     cfg,
+		bus:     b,
+		pub:     bus.NewPublisher(b.JetStream(), "router", pubMetrics, logger),
+		metrics: newMetrics(reg),
+		logger:  logger,
+	}
+	for _, reason := range []string{reasonUnknownSignal, reasonBadHeader} {
+		r.metrics.dropped.WithLabelValues(reason)
+	}
+	r.Service = services.NewBasicService(r.starting, r.running, nil)
+	return r
+}
+
+func (r *Router) starting(ctx context.Context) error {
+	js := r.bus.JetStream()
+	raw, err := bus.EnsureStream(ctx, js, bus.RawStreamConfig(r.cfg.NATS))
+	if err != nil {
+		return err
+	}
+	for _, d := range r.cfg.Routes {
+		if _, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig(d.Name, d.Buffer, r.cfg.NATS.DuplicateWindow)); err != nil {
+			return err
+		}
+	}
+	for p := 0; p < r.cfg.NATS.Partitions; p++ {
+		filter := "ws.raw.*." + strconv.Itoa(p)
+		cc := bus.PartitionConsumerConfig(fmt.Sprintf("router-p%d", p), filter, r.cfg.Batch, r.cfg.AckWait)
+		cons, err := bus.EnsureConsumer(ctx, raw, cc)
+		if err != nil {
+			return err
+		}
+		r.loops = append(r.loops, &bus.FetchLoop{
+			Consumer: cons,
+			Batch:    r.cfg.Batch,
+			MaxWait:  time.Second,
+			Handle:   r.route,
+			Logger:   r.logger.With("partition", p),
+		})
+	}
+	return nil
+}
+
+// running runs one fetch loop per partition until the service stops; a
+// message being published when it stops is finished or left unacked.
+func (r *Router) running(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, l := range r.loops {
+		wg.Go(func() { _ = l.Run(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// route publishes one raw message to its destination and acks it. It
+// returns an error only when ctx ended; the message then stays unacked.
+func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
+	h := msg.Headers()
+	signal := h.Get(bus.HeaderSignal)
+	dest, ok := r.cfg.Routes[signal]
+	if !ok {
+		r.drop(msg, reasonUnknownSignal, fmt.Errorf("signal %q has no destination", signal))
+		return nil
+	}
+	partition, err := bus.PartitionOfSubject(msg.Subject())
+	if err != nil {
+		r.drop(msg, reasonBadHeader, err)
+		return nil
+	}
+	count, err := bus.Count(h)
+	if err != nil {
+		r.drop(msg, reasonBadHeader, err)
+		return nil
+	}
+	out := nats.NewMsg(bus.DestSubject(dest.Name, partition))
+	out.Data = msg.Data()
+	for k, v := range h {
+		out.Header[k] = v
+	}
+	if out.Header.Get(bus.HeaderTenant) == "" && dest.Tenant != "" {
+		out.Header.Set(bus.HeaderTenant, dest.Tenant)
+	}
+	if _, err := r.pub.Publish(ctx, out); err != nil {
+		return err
+	}
+	if err := msg.Ack(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		// Not acked: it comes back and is stored once thanks to its Nats-Msg-Id.
+		r.logger.Warn("ack of routed message failed", "subject", msg.Subject(), "err", err)
+	}
+	r.metrics.routedMessages.WithLabelValues(signal, dest.Name).Inc()
+	r.metrics.routedItems.WithLabelValues(signal, dest.Name).Add(float64(count))
+	return nil
+}
+
+func (r *Router) drop(msg jetstream.Msg, reason string, err error) {
+	r.metrics.dropped.WithLabelValues(reason).Inc()
+	r.logger.Error("raw message dropped", "subject", msg.Subject(), "reason", reason, "err", err)
+	if err := msg.Term(); err != nil {
+		r.logger.Warn("term of dropped message failed", "err", err)
+	}
+}

@@ -1,0 +1,166 @@
+package mimirwriter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/watershed-dev/watershed/platform/config"
+)
+
+// ErrorClass says what a writer does with a failed request.
+type ErrorClass int
+
+const (
+	// Retryable failures (5xx, connection errors, timeouts) are sent again
+	// after a backoff.
+	Retryable ErrorClass = iota
+	// Throttled failures (429) are sent again after the backend's delay.
+	Throttled
+	// Permanent failures (other 4xx) will fail again: counted and acked.
+	Permanent
+)
+
+func (c ErrorClass) String() string {
+	switch c {
+	case Retryable:
+		return "retryable"
+	case Throttled:
+		return "throttled"
+	default:
+		return "permanent"
+	}
+}
+
+// SendError is a failed remote-write request.
+type SendError struct {
+	Class ErrorClass
+	// Status is the HTTP status, 0 when no answer came.
+	Status int
+	// RetryAfter is the backend's requested delay, 0 when it gave none.
+	RetryAfter time.Duration
+	// Reason is a bounded label value.
+	Reason string
+	Err    error
+}
+
+func (e *SendError) Error() string {
+	return fmt.Sprintf("remote write %s (%s): %v", e.Class, e.Reason, e.Err)
+}
+
+func (e *SendError) Unwrap() error { return e.Err }
+
+// client sends remote-write 1.0 requests.
+type client struct {
+	url       string
+	cfg       config.PrometheusConfig
+	userAgent string
+	http      *http.Client
+}
+
+func newClient(cfg config.PrometheusConfig, userAgent string) *client {
+	return &client{
+		url:       cfg.URL(),
+		cfg:       cfg,
+		userAgent: userAgent,
+		http:      &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
+	}
+}
+
+// send POSTs one snappy-compressed WriteRequest. It returns nil on 2xx and a
+// *SendError otherwise.
+func (c *client) send(ctx context.Context, tenant string, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Queue.RemoteTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return &SendError{Class: Permanent, Reason: "bad_request", Err: err}
+	}
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	req.Header.Set("User-Agent", c.userAgent)
+	if tenant != "" {
+		req.Header.Set("X-Scope-OrgID", tenant)
+	}
+	switch {
+	case c.cfg.BearerToken.String() != "":
+		req.Header.Set("Authorization", "Bearer "+c.cfg.BearerToken.String())
+	case c.cfg.BasicAuth.Username != "":
+		req.SetBasicAuth(c.cfg.BasicAuth.Username, c.cfg.BasicAuth.Password.String())
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		reason := "connection"
+		if errors.Is(err, context.DeadlineExceeded) {
+			reason = "timeout"
+		}
+		return &SendError{Class: Retryable, Reason: reason, Err: err}
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return classify(resp.StatusCode, resp.Header.Get("Retry-After"), strings.TrimSpace(string(msg)))
+}
+
+// classify maps an HTTP answer to what the writer does with it, as
+// Prometheus's remote-write client does (5xx and 429 are recoverable, other
+// 4xx are not), except that 401 and 403 are retried.
+func classify(status int, retryAfter, body string) error {
+	if status/100 == 2 {
+		return nil
+	}
+	err := fmt.Errorf("HTTP %d: %s", status, body)
+	switch {
+	case status == http.StatusTooManyRequests:
+		return &SendError{Class: Throttled, Status: status, RetryAfter: parseRetryAfter(retryAfter), Reason: "throttled", Err: err}
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		// Credentials get fixed; the data waits on the bus meanwhile
+		// instead of being thrown away as Prometheus would.
+		return &SendError{Class: Retryable, Status: status, Reason: "unauthorized", Err: err}
+	case status/100 == 5:
+		return &SendError{Class: Retryable, Status: status, RetryAfter: parseRetryAfter(retryAfter), Reason: "http_" + strconv.Itoa(status), Err: err}
+	default:
+		return &SendError{Class: Permanent, Status: status, Reason: rejectReason(status, body), Err: err}
+	}
+}
+
+// rejectReason names why a backend refused samples, from its message.
+func rejectReason(status int, body string) string {
+	b := strings.ToLower(body)
+	switch {
+	case strings.Contains(b, "out of order"):
+		return "out_of_order"
+	case strings.Contains(b, "out of bounds"), strings.Contains(b, "too old"), strings.Contains(b, "too far in the past"):
+		return "too_old"
+	case strings.Contains(b, "too far in the future"):
+		return "too_new"
+	case strings.Contains(b, "duplicate sample"):
+		return "duplicate_timestamp"
+	case strings.Contains(b, "label"):
+		return "invalid_labels"
+	case strings.Contains(b, "limit"):
+		return "limits"
+	}
+	return "http_" + strconv.Itoa(status)
+}
+
+// parseRetryAfter reads seconds or an HTTP date; 0 when absent or invalid.
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}

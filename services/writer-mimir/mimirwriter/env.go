@@ -1,0 +1,19 @@
+package mimirwriter
+
+import (
+	"github.com/watershed-dev/watershed/platform/runtime"
+)
+
+// UserAgent is sent with every remote-write request.
+const UserAgent = "Watershed-writer-mimir/0.1"
+
+// NewFromEnv makes the writer of a process from the Watershed configuration.
+func NewFromEnv(env *runtime.Env) *Writer {
+	cfg := env.Config
+	return New(Config{
+		NATS:       cfg.NATS,
+		Prometheus: cfg.ExternalServices.Prometheus,
+		UserAgent:  UserAgent,
+		Batch:      512,
+	}, env.Bus, env.Registry, env.Logger)
+}
