@@ -73,6 +73,7 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/prometheus/prometheus v0.316.0 // indirect
 	github.com/prometheus/sigv4 v0.5.0 // indirect
+	github.com/watershed-dev/watershed/proto v0.0.0-00010101000000-000000000000 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/instrumentation/net/http/httptrace/otelhttptrace v0.72.0 // indirect
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0 // indirect
@@ -102,6 +103,7 @@ require (
 
 replace (
 	github.com/watershed-dev/watershed/platform => ../../platform
+	github.com/watershed-dev/watershed/proto => ../../proto
 	github.com/watershed-dev/watershed/services/node-collector => ../../services/node-collector
 	github.com/watershed-dev/watershed/services/router => ../../services/router
 	github.com/watershed-dev/watershed/services/writer-mimir => ../../services/writer-mimir

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/grafana/dskit/services"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	promconfig "github.com/prometheus/prometheus/config"
@@ -47,6 +48,8 @@ type Collector struct {
 	cancelSink context.CancelFunc
 	tsets      chan map[string][]*targetgroup.Group
 	runDone    chan error
+	heartbeats jetstream.KeyValue
+	started    time.Time
 }
 
 // New makes the collector service.
@@ -66,9 +69,15 @@ func New(cfg Config, b *bus.Bus, pubMetrics *bus.PublisherMetrics, reg prometheu
 }
 
 func (c *Collector) starting(ctx context.Context) error {
+	c.started = time.Now()
 	if _, err := bus.EnsureStream(ctx, c.bus.JetStream(), bus.RawStreamConfig(c.cfg.NATS)); err != nil {
 		return err
 	}
+	kv, err := ensureHeartbeatBucket(ctx, c.bus.JetStream(), c.cfg.NATS.RawStream.Replicas)
+	if err != nil {
+		return err
+	}
+	c.heartbeats = kv
 	promCfg, groups, err := scrapeConfig(c.cfg)
 	if err != nil {
 		return err
@@ -101,11 +110,19 @@ func (c *Collector) starting(ctx context.Context) error {
 }
 
 func (c *Collector) running(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-c.runDone:
-		return fmt.Errorf("scrape manager stopped: %w", err)
+	ticker := time.NewTicker(heartbeatInterval)
+	defer ticker.Stop()
+	for {
+		if err := c.heartbeat(ctx); err != nil && ctx.Err() == nil {
+			c.logger.Warn("heartbeat failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-c.runDone:
+			return fmt.Errorf("scrape manager stopped: %w", err)
+		case <-ticker.C:
+		}
 	}
 }
 

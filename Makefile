@@ -1,0 +1,69 @@
+# Watershed. `make run` runs the all-in-one; `make test` installs what the
+# tests need (idempotently, outside the repository) and runs every test.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# Never let the go command fetch modules from their origin.
+export GOPROXY ?= https://proxy.golang.org
+export GOFLAGS ?= -mod=readonly
+
+# Tools the tests use that do not come from Debian are cached here, outside
+# the repository, so that later runs reuse them.
+TOOLS_DIR ?= $(HOME)/.cache/watershed/tools
+PROTOC_GEN_GO_VERSION := v1.36.12
+export PATH := $(TOOLS_DIR)/bin:$(PATH)
+
+MODULES := platform proto services/node-collector services/router services/writer-mimir cmd/watershed
+BINARIES := node-collector router writer-mimir watershed
+CONFIG ?= examples/local.yaml
+
+.PHONY: all build run test test-unit test-e2e bench proto proto-check tools deps-debian tidy clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	go build -o bin/node-collector ./services/node-collector/cmd/node-collector
+	go build -o bin/router ./services/router/cmd/router
+	go build -o bin/writer-mimir ./services/writer-mimir/cmd/writer-mimir
+	go build -o bin/watershed ./cmd/watershed
+
+run: build
+	./bin/watershed run -config.file=$(CONFIG)
+
+# Debian packages of the real third-party servers the end-to-end tests run.
+deps-debian:
+	@missing=""; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-node-exporter >/dev/null || missing="$$missing prometheus-node-exporter"; \
+	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+tools: deps-debian
+	@if [ ! -x "$(TOOLS_DIR)/bin/protoc-gen-go" ] || ! "$(TOOLS_DIR)/bin/protoc-gen-go" --version | grep -q "$(PROTOC_GEN_GO_VERSION)"; then \
+	  echo "installing protoc-gen-go $(PROTOC_GEN_GO_VERSION) into $(TOOLS_DIR)"; \
+	  GOBIN="$(TOOLS_DIR)/bin" GOFLAGS= go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION); \
+	fi
+
+proto: tools
+	cd proto && protoc --go_out=. --go_opt=module=github.com/watershed-dev/watershed/proto watershed/v1/*.proto
+
+test: tools
+	go vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
+	go test -race -count=1 -timeout 20m $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
+bench: tools build
+	go test -run '^$$' -bench . -benchmem -count=1 ./platform/... ./services/node-collector/...
+	go run ./cmd/watershed/bench/e2e -duration=30s
+
+tidy:
+	for m in $(MODULES); do (cd $$m && GOFLAGS= go mod tidy); done
+
+clean:
+	rm -rf bin data
