@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -11,9 +12,9 @@ import (
 )
 
 // PartitionConsumerConfig is the durable consumer of one partition. Each
-// partition has its own consumer so that its messages are handled strictly
-// in stream order: MaxAckPending equals the fetch batch, so after a crash no
-// newer message is delivered before the unacknowledged ones come back.
+// partition has its own consumer, read by one goroutine of one process, so
+// that its messages are handled strictly in stream order; MaxAckPending
+// bounds what one reader holds.
 func PartitionConsumerConfig(durable, filter string, batch int, ackWait time.Duration) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       durable,
@@ -24,6 +25,39 @@ func PartitionConsumerConfig(durable, filter string, batch int, ackWait time.Dur
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		MaxDeliver:    -1,
 	}
+}
+
+// EnsurePartitionConsumer creates or updates the durable consumer of one
+// partition, whose only reader is this process. If a previous reader left
+// messages delivered but unacknowledged (it stopped or crashed mid-batch),
+// the consumer is recreated at its ack floor: those messages then come
+// first, in order, instead of after AckWait and behind newer ones, which a
+// backend would refuse as out of order.
+func EnsurePartitionConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.ConsumerConfig, logger *slog.Logger) (jetstream.Consumer, error) {
+	c, err := s.Consumer(ctx, cc.Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return EnsureConsumer(ctx, s, cc)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", cc.Durable, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", cc.Durable, err)
+	}
+	if info.NumAckPending == 0 {
+		// Keep the start position it was created with; it cannot change.
+		cc.DeliverPolicy, cc.OptStartSeq = info.Config.DeliverPolicy, info.Config.OptStartSeq
+		return EnsureConsumer(ctx, s, cc)
+	}
+	logger.Info("rewinding consumer to its ack floor so unacknowledged messages come first, in order",
+		"consumer", cc.Durable, "ackFloor", info.AckFloor.Stream, "unacked", info.NumAckPending)
+	if err := s.DeleteConsumer(ctx, cc.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("rewind consumer %s: %w", cc.Durable, err)
+	}
+	cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+	cc.OptStartSeq = info.AckFloor.Stream + 1
+	return EnsureConsumer(ctx, s, cc)
 }
 
 // FetchLoop pulls batches from a consumer until ctx ends. handle is called

@@ -324,6 +324,7 @@ type MetricsConfig struct {
 	Enabled        bool           `yaml:"enabled"`
 	ScrapeInterval time.Duration  `yaml:"scrapeInterval"`
 	ScrapeTimeout  time.Duration  `yaml:"scrapeTimeout"`
+	BodySizeLimit  flagext.Bytes  `yaml:"bodySizeLimit"`
 	StaticTargets  []StaticTarget `yaml:"staticTargets"`
 }
 
@@ -364,6 +365,8 @@ func (c *MetricsConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) 
 	f.BoolVar(&c.Enabled, prefix+"enabled", true, "Collect metrics.")
 	f.DurationVar(&c.ScrapeInterval, prefix+"scrapeInterval", 60*time.Second, "Default scrape interval.")
 	f.DurationVar(&c.ScrapeTimeout, prefix+"scrapeTimeout", 10*time.Second, "Default scrape timeout (capped at the interval).")
+	c.BodySizeLimit = 32 << 20
+	f.Var(&c.BodySizeLimit, prefix+"bodySizeLimit", "Largest uncompressed scrape body; a larger one fails the scrape (up 0). 0 means no limit.")
 }
 
 // Validate checks the section.

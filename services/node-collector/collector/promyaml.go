@@ -17,6 +17,7 @@ type promFile struct {
 type promGlobal struct {
 	ScrapeInterval string `yaml:"scrape_interval"`
 	ScrapeTimeout  string `yaml:"scrape_timeout"`
+	BodySizeLimit  string `yaml:"body_size_limit,omitempty"`
 }
 
 type promScrapeJob struct {
@@ -49,6 +50,9 @@ type promTLSConfig struct {
 func prometheusYAML(m config.MetricsConfig) (string, error) {
 	timeout := min(m.ScrapeTimeout, m.ScrapeInterval)
 	f := promFile{Global: promGlobal{ScrapeInterval: m.ScrapeInterval.String(), ScrapeTimeout: timeout.String()}}
+	if m.BodySizeLimit > 0 {
+		f.Global.BodySizeLimit = fmt.Sprintf("%dB", uint64(m.BodySizeLimit))
+	}
 	for _, st := range m.StaticTargets {
 		interval := st.ScrapeInterval
 		if interval == 0 {

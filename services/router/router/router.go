@@ -112,7 +112,7 @@ func (r *Router) starting(ctx context.Context) error {
 	for p := 0; p < r.cfg.NATS.Partitions; p++ {
 		filter := "ws.raw.*." + strconv.Itoa(p)
 		cc := bus.PartitionConsumerConfig(fmt.Sprintf("router-p%d", p), filter, r.cfg.Batch, r.cfg.AckWait)
-		cons, err := bus.EnsureConsumer(ctx, raw, cc)
+		cons, err := bus.EnsurePartitionConsumer(ctx, raw, cc, r.logger)
 		if err != nil {
 			return err
 		}

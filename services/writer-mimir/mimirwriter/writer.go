@@ -62,7 +62,7 @@ func (w *Writer) starting(ctx context.Context) error {
 	}
 	for p := 0; p < w.cfg.NATS.Partitions; p++ {
 		cc := bus.PartitionConsumerConfig(fmt.Sprintf("writer-%s-p%d", dest, p), bus.DestSubject(dest, p), w.cfg.Batch, w.cfg.Prometheus.Queue.AckWait)
-		cons, err := bus.EnsureConsumer(ctx, stream, cc)
+		cons, err := bus.EnsurePartitionConsumer(ctx, stream, cc, w.logger)
 		if err != nil {
 			return err
 		}
