@@ -4,6 +4,8 @@ go 1.26.7
 
 require (
 	github.com/grafana/dskit v0.0.0-20260703122047-de1ec7541c44
+	github.com/prometheus/client_golang v1.25.0
+	github.com/prometheus/client_model v0.6.3
 	github.com/watershed-dev/watershed/platform v0.0.0-00010101000000-000000000000
 	github.com/watershed-dev/watershed/services/node-collector v0.0.0-00010101000000-000000000000
 	github.com/watershed-dev/watershed/services/router v0.0.0-00010101000000-000000000000
@@ -65,9 +67,7 @@ require (
 	github.com/pandatix/go-abnf v0.5.3 // indirect
 	github.com/pkg/browser v0.0.0-20240102092130-5ac0b6a4141c // indirect
 	github.com/pkg/errors v0.9.1 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_golang/exp v0.0.0-20261019101427-217707f26b14 // indirect
-	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.73.1 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
