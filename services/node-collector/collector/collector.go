@@ -110,19 +110,29 @@ func (c *Collector) starting(ctx context.Context) error {
 }
 
 func (c *Collector) running(ctx context.Context) error {
-	ticker := time.NewTicker(heartbeatInterval)
-	defer ticker.Stop()
+	beat := time.NewTicker(heartbeatInterval)
+	defer beat.Stop()
+	check := time.NewTicker(healthCheckInterval)
+	defer check.Stop()
+	health := newTargetHealth()
+	c.sendHeartbeat(ctx)
 	for {
-		if err := c.heartbeat(ctx); err != nil && ctx.Err() == nil {
-			c.logger.Warn("heartbeat failed", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-c.runDone:
 			return fmt.Errorf("scrape manager stopped: %w", err)
-		case <-ticker.C:
+		case <-beat.C:
+			c.sendHeartbeat(ctx)
+		case <-check.C:
+			health.check(c)
 		}
+	}
+}
+
+func (c *Collector) sendHeartbeat(ctx context.Context) {
+	if err := c.heartbeat(ctx); err != nil && ctx.Err() == nil {
+		c.logger.Warn("heartbeat failed", "err", err)
 	}
 }
 

@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/watershed-dev/watershed/platform/config"
+)
+
+// TestBadTargetsFailOnlyTheirScrape serves garbage, a 50 MB page and
+// invalid label names next to a healthy target: each bad one gets up 0 and
+// a logged reason, the healthy one keeps flowing, and nothing crashes.
+func TestBadTargetsFailOnlyTheirScrape(t *testing.T) {
+	handlers := map[string]http.HandlerFunc{
+		"garbage": func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprint(w, "<html>this is { not an exposition }}}\n\x00\x01\x02")
+		},
+		"huge": func(w http.ResponseWriter, _ *http.Request) {
+			bw := bufio.NewWriterSize(w, 1<<16)
+			for i, n := 0, 0; n < 50<<20; i++ {
+				w, _ := fmt.Fprintf(bw, "huge_metric{series=\"%010d\"} 1\n", i)
+				n += w
+			}
+			_ = bw.Flush()
+		},
+		"badlabels": func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprint(w, "bad_metric{0bad=\"x\"} 1\n")
+		},
+		"good": func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprint(w, "# TYPE good_metric gauge\ngood_metric 42\n")
+		},
+	}
+	p := startPrometheus(t)
+	cfg := baseConfig(t, t.TempDir(), p.url())
+	for job, h := range handlers {
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		cfg.Metrics.StaticTargets = append(cfg.Metrics.StaticTargets, config.StaticTarget{
+			Job: job, Targets: []string{strings.TrimPrefix(srv.URL, "http://")},
+		})
+	}
+	a := startAllInOne(t, cfg)
+
+	for _, tc := range []struct {
+		job    string
+		up     float64
+		reason string
+	}{
+		{"garbage", 0, "scrape failed"},
+		{"huge", 0, "body size limit"},
+		{"badlabels", 0, "scrape failed"},
+		{"good", 1, ""},
+	} {
+		t.Run(tc.job, func(t *testing.T) {
+			waitFor(t, 30*time.Second, "up of "+tc.job, func() (bool, string) {
+				v, ok := p.scalar(t, fmt.Sprintf(`up{job=%q}`, tc.job))
+				return ok && v == tc.up, fmt.Sprintf("up=%v present=%v", v, ok)
+			})
+			if tc.reason == "" {
+				return
+			}
+			waitFor(t, 10*time.Second, "a logged reason for "+tc.job, func() (bool, string) {
+				for _, line := range strings.Split(a.logs.String(), "\n") {
+					if strings.Contains(line, `"scrape failed"`) && strings.Contains(line, `"job":"`+tc.job+`"`) && strings.Contains(line, tc.reason) {
+						return true, ""
+					}
+				}
+				return false, "no such log line"
+			})
+		})
+	}
+	waitFor(t, 10*time.Second, "good_metric", func() (bool, string) {
+		v, ok := p.scalar(t, `good_metric{job="good",cluster="e2e"}`)
+		return ok && v == 42, fmt.Sprintf("good_metric=%v", v)
+	})
+	if !a.proc.Ready() {
+		t.Error("all-in-one is no longer ready after bad targets")
+	}
+}
