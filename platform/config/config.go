@@ -304,12 +304,15 @@ func (c *PrometheusConfig) Validate() error {
 	if c.Queue.MaxSamplesPerSend < 1 {
 		errs = append(errs, fieldErr(p+".queue.maxSamplesPerSend", "must be at least 1"))
 	}
-	for name, d := range map[string]time.Duration{
-		"batchSendDeadline": c.Queue.BatchSendDeadline, "remoteTimeout": c.Queue.RemoteTimeout,
-		"minBackoff": c.Queue.MinBackoff, "maxBackoff": c.Queue.MaxBackoff, "ackWait": c.Queue.AckWait,
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"batchSendDeadline", c.Queue.BatchSendDeadline}, {"remoteTimeout", c.Queue.RemoteTimeout},
+		{"minBackoff", c.Queue.MinBackoff}, {"maxBackoff", c.Queue.MaxBackoff}, {"ackWait", c.Queue.AckWait},
 	} {
-		if d <= 0 {
-			errs = append(errs, fieldErr(p+".queue."+name, "must be positive"))
+		if d.d <= 0 {
+			errs = append(errs, fieldErr(p+".queue."+d.name, "must be positive"))
 		}
 	}
 	if c.Queue.MaxBackoff < c.Queue.MinBackoff {

@@ -187,3 +187,9 @@ func lineOfPath(byPath map[string]int, p string) int {
 	}
 	return 0
 }
+
+// Marshal renders the configuration as YAML with secrets masked, for
+// /api/v0/web/config and logs.
+func Marshal(cfg *Config) ([]byte, error) {
+	return yaml.Marshal(cfg)
+}

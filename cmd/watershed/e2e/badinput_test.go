@@ -23,8 +23,8 @@ func TestBadTargetsFailOnlyTheirScrape(t *testing.T) {
 		"huge": func(w http.ResponseWriter, _ *http.Request) {
 			bw := bufio.NewWriterSize(w, 1<<16)
 			for i, n := 0, 0; n < 50<<20; i++ {
-				w, _ := fmt.Fprintf(bw, "huge_metric{series=\"%010d\"} 1\n", i)
-				n += w
+				k, _ := fmt.Fprintf(bw, "huge_metric{series=\"%010d\"} 1\n", i)
+				n += k
 			}
 			_ = bw.Flush()
 		},
