@@ -1,0 +1,200 @@
+package remotewrite
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+func decode(t testing.TB, body []byte) *prompb.WriteRequest {
+	t.Helper()
+	var wr prompb.WriteRequest
+	if err := wr.Unmarshal(body); err != nil {
+		t.Fatalf("not a WriteRequest: %v", err)
+	}
+	return &wr
+}
+
+func TestBuilderMatchesPrompb(t *testing.T) {
+	h := &histogram.Histogram{
+		Count: 5, ZeroCount: 1, Sum: 18.4, Schema: 1,
+		PositiveSpans:   []histogram.Span{{Offset: 0, Length: 2}},
+		PositiveBuckets: []int64{1, 2},
+	}
+	cases := []struct {
+		name   string
+		ls     labels.Labels
+		t      int64
+		v      float64
+		ex     []exemplar.Exemplar
+		hist   *histogram.Histogram
+		fhist  *histogram.FloatHistogram
+		sample bool
+	}{
+		{name: "float", ls: labels.FromStrings("__name__", "up", "job", "node"), t: 1700000000123, v: 1, sample: true},
+		{name: "zero value and time", ls: labels.FromStrings("__name__", "z"), t: 0, v: 0, sample: true},
+		{name: "negative time", ls: labels.FromStrings("__name__", "old"), t: -5, v: -2.5, sample: true},
+		{name: "staleness marker", ls: labels.FromStrings("__name__", "gone"), t: 42, v: math.Float64frombits(value.StaleNaN), sample: true},
+		{name: "long label value", ls: labels.FromStrings("__name__", "x", "v", string(make([]byte, 300))), t: 1, v: 1, sample: true},
+		{name: "exemplar", ls: labels.FromStrings("__name__", "req_bucket", "le", "0.5"), t: 7, v: 3, sample: true,
+			ex: []exemplar.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 0.3, Ts: 6, HasTs: true}}},
+		{name: "histogram", ls: labels.FromStrings("__name__", "lat"), t: 9, hist: h},
+		{name: "float histogram", ls: labels.FromStrings("__name__", "flat"), t: 10, fhist: h.ToFloat(nil)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var b Builder
+			if c.sample {
+				b.AppendSample(c.ls, c.t, c.v, c.ex)
+			} else if err := b.AppendHistogram(c.ls, c.t, c.hist, c.fhist); err != nil {
+				t.Fatal(err)
+			}
+			wr := decode(t, b.Bytes())
+			if len(wr.Timeseries) != 1 || b.Series() != 1 || b.Samples() != 1 {
+				t.Fatalf("want one series, got %d (builder says %d)", len(wr.Timeseries), b.Series())
+			}
+			ts := wr.Timeseries[0]
+			if got := labelsOf(ts.Labels); !labels.Equal(got, c.ls) {
+				t.Errorf("labels %s, want %s", got, c.ls)
+			}
+			if c.sample {
+				if len(ts.Samples) != 1 || ts.Samples[0].Timestamp != c.t || math.Float64bits(ts.Samples[0].Value) != math.Float64bits(c.v) {
+					t.Errorf("samples %+v, want t=%d v=%v", ts.Samples, c.t, c.v)
+				}
+				if len(ts.Exemplars) != len(c.ex) {
+					t.Fatalf("%d exemplars, want %d", len(ts.Exemplars), len(c.ex))
+				}
+				for i, e := range c.ex {
+					got := ts.Exemplars[i]
+					if got.Value != e.Value || got.Timestamp != e.Ts || !labels.Equal(labelsOf(got.Labels), e.Labels) {
+						t.Errorf("exemplar %+v, want %+v", got, e)
+					}
+				}
+				return
+			}
+			if len(ts.Histograms) != 1 || ts.Histograms[0].Timestamp != c.t {
+				t.Fatalf("histograms %+v", ts.Histograms)
+			}
+			if c.hist != nil && ts.Histograms[0].ToIntHistogram().Count != c.hist.Count {
+				t.Errorf("histogram count %d, want %d", ts.Histograms[0].ToIntHistogram().Count, c.hist.Count)
+			}
+		})
+	}
+}
+
+func labelsOf(ls []prompb.Label) labels.Labels {
+	b := labels.NewScratchBuilder(len(ls))
+	for _, l := range ls {
+		b.Add(l.Name, l.Value)
+	}
+	return b.Labels()
+}
+
+// TestJoinConcatenatesRequests: joined payloads decode as one request
+// holding every series of every payload, in order.
+func TestJoinConcatenatesRequests(t *testing.T) {
+	var j Joiner
+	want := 0
+	for p := 0; p < 3; p++ {
+		var b Builder
+		for i := 0; i < 10+p; i++ {
+			b.AppendSample(labels.FromStrings("__name__", "m", "p", fmt.Sprint(p), "i", fmt.Sprint(i)), int64(p*100+i), float64(i), nil)
+			want++
+		}
+		if err := j.Add(Compress(nil, b.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body, err := s2.Decode(nil, j.Compressed())
+	if err != nil {
+		t.Fatalf("joined request is not snappy: %v", err)
+	}
+	wr := decode(t, body)
+	if len(wr.Timeseries) != want {
+		t.Fatalf("%d series, want %d", len(wr.Timeseries), want)
+	}
+	for i := 1; i < len(wr.Timeseries); i++ {
+		if wr.Timeseries[i].Samples[0].Timestamp <= wr.Timeseries[i-1].Samples[0].Timestamp {
+			t.Fatalf("series %d out of order", i)
+		}
+	}
+	j.Reset()
+	if j.Len() != 0 {
+		t.Error("reset left data")
+	}
+	if err := j.Add([]byte("not snappy at all")); err == nil {
+		t.Error("garbage payload accepted")
+	}
+}
+
+// A typical scrape: 1,000 series of 8 labels.
+func benchSeries(n int) []labels.Labels {
+	out := make([]labels.Labels, n)
+	for i := range out {
+		out[i] = labels.FromStrings("__name__", "http_requests_total", "cluster", "prod", "code", "200",
+			"handler", fmt.Sprintf("/api/v1/items/%d", i%50), "instance", "10.0.0.1:8080", "job", "app",
+			"method", "GET", "pod", fmt.Sprintf("app-%d", i/50))
+	}
+	return out
+}
+
+func BenchmarkBuilderAppendSample(b *testing.B) {
+	series := benchSeries(1000)
+	var bld Builder
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bld.Reset()
+		for j, ls := range series {
+			bld.AppendSample(ls, 1700000000000, float64(j), nil)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(series))/b.Elapsed().Seconds(), "samples/s")
+}
+
+func BenchmarkCompressScrape(b *testing.B) {
+	series := benchSeries(1000)
+	var bld Builder
+	for j, ls := range series {
+		bld.AppendSample(ls, 1700000000000, float64(j), nil)
+	}
+	var out []byte
+	b.SetBytes(int64(bld.Len()))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out = Compress(out[:0], bld.Bytes())
+	}
+}
+
+func BenchmarkJoin(b *testing.B) {
+	series := benchSeries(1000)
+	payloads := make([][]byte, 4)
+	for p := range payloads {
+		var bld Builder
+		for j, ls := range series[p*250 : (p+1)*250] {
+			bld.AppendSample(ls, 1700000000000, float64(j), nil)
+		}
+		payloads[p] = Compress(nil, bld.Bytes())
+	}
+	var j Joiner
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		j.Reset()
+		for _, p := range payloads {
+			if err := j.Add(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		_ = j.Compressed()
+	}
+	b.ReportMetric(float64(b.N*len(series))/b.Elapsed().Seconds(), "samples/s")
+}
