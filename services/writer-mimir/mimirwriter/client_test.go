@@ -1,0 +1,59 @@
+package mimirwriter
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		status     int
+		retryAfter string
+		body       string
+		class      ErrorClass
+		reason     string
+		delay      time.Duration
+	}{
+		{name: "ok", status: 200},
+		{name: "no content", status: 204},
+		{name: "server error", status: 500, class: Retryable, reason: "http_500"},
+		{name: "unavailable with delay", status: 503, retryAfter: "7", class: Retryable, reason: "http_503", delay: 7 * time.Second},
+		{name: "throttled", status: 429, retryAfter: "3", class: Throttled, reason: "throttled", delay: 3 * time.Second},
+		{name: "throttled bad header", status: 429, retryAfter: "soon", class: Throttled, reason: "throttled"},
+		{name: "out of order", status: 400, body: "out of order sample", class: Permanent, reason: "out_of_order"},
+		{name: "too old", status: 400, body: "err-mimir-sample-too-old: the sample is too far in the past", class: Permanent, reason: "too_old"},
+		{name: "out of bounds", status: 400, body: "out of bounds", class: Permanent, reason: "too_old"},
+		{name: "duplicate", status: 400, body: "duplicate sample for timestamp", class: Permanent, reason: "duplicate_timestamp"},
+		{name: "labels", status: 400, body: "received a series with an invalid label: '0x'", class: Permanent, reason: "invalid_labels"},
+		{name: "limits", status: 400, body: "per-user series limit of 150000 exceeded", class: Permanent, reason: "limits"},
+		{name: "other 4xx", status: 413, body: "too big", class: Permanent, reason: "http_413"},
+		{name: "unauthorized is retried", status: 401, class: Retryable, reason: "unauthorized"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := classify(c.status, c.retryAfter, c.body)
+			if c.status/100 == 2 {
+				if err != nil {
+					t.Fatalf("2xx gave %v", err)
+				}
+				return
+			}
+			var se *SendError
+			if !errors.As(err, &se) {
+				t.Fatalf("got %v, want a *SendError", err)
+			}
+			if se.Class != c.class || se.Reason != c.reason || se.RetryAfter != c.delay || se.Status != c.status {
+				t.Errorf("got class=%s reason=%s delay=%s status=%d, want %s %s %s %d", se.Class, se.Reason, se.RetryAfter, se.Status, c.class, c.reason, c.delay, c.status)
+			}
+		})
+	}
+}
+
+func TestParseRetryAfterDate(t *testing.T) {
+	d := parseRetryAfter(time.Now().Add(10 * time.Second).UTC().Format(http.TimeFormat))
+	if d < 8*time.Second || d > 10*time.Second {
+		t.Errorf("got %s for a date 10s ahead", d)
+	}
+}

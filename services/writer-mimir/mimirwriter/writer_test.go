@@ -1,0 +1,256 @@
+package mimirwriter
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/watershed-dev/watershed/platform/bus"
+	"github.com/watershed-dev/watershed/platform/bus/bustest"
+	"github.com/watershed-dev/watershed/platform/config"
+	"github.com/watershed-dev/watershed/platform/remotewrite"
+)
+
+type answer struct {
+	status     int
+	retryAfter string
+	body       string
+}
+
+// backend is a remote-write receiver for writer tests: it answers from a
+// script, then 200, and records what it accepted.
+type backend struct {
+	mu       sync.Mutex
+	script   []answer
+	requests int
+	accepted []int64 // sample timestamps, in arrival order
+	sizes    []int
+	headers  []http.Header
+}
+
+func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.requests++
+	if len(b.script) > 0 {
+		a := b.script[0]
+		b.script = b.script[1:]
+		if a.retryAfter != "" {
+			w.Header().Set("Retry-After", a.retryAfter)
+		}
+		http.Error(w, a.body, a.status)
+		return
+	}
+	raw, err := s2.Decode(nil, body)
+	if err != nil {
+		http.Error(w, "not snappy", 400)
+		return
+	}
+	var wr prompb.WriteRequest
+	if err := wr.Unmarshal(raw); err != nil {
+		http.Error(w, "not a WriteRequest", 400)
+		return
+	}
+	n := 0
+	for _, ts := range wr.Timeseries {
+		for _, s := range ts.Samples {
+			b.accepted = append(b.accepted, s.Timestamp)
+			n++
+		}
+	}
+	b.sizes = append(b.sizes, n)
+	b.headers = append(b.headers, r.Header.Clone())
+}
+
+func (b *backend) snapshot() (accepted []int64, sizes []int, headers []http.Header) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]int64(nil), b.accepted...), append([]int(nil), b.sizes...), b.headers
+}
+
+type rig struct {
+	w       *Writer
+	bus     *bus.Bus
+	backend *backend
+	reg     *prometheus.Registry
+	msgs    int   // messages published so far, for unique ids
+	ts      int64 // last sample timestamp published
+}
+
+func startWriter(t *testing.T, script []answer) *rig {
+	t.Helper()
+	be := &backend{script: script}
+	srv := httptest.NewServer(be)
+	t.Cleanup(srv.Close)
+	natsCfg := bustest.NATSConfig(t.TempDir())
+	b := bustest.Open(t, natsCfg)
+	prom := config.Default().ExternalServices.Prometheus
+	prom.Host = srv.URL
+	prom.Queue.MaxSamplesPerSend = 1000
+	prom.Queue.BatchSendDeadline = 200 * time.Millisecond
+	prom.Queue.MinBackoff = 10 * time.Millisecond
+	prom.Queue.MaxBackoff = 50 * time.Millisecond
+	reg := prometheus.NewRegistry()
+	w := New(Config{NATS: natsCfg, Prometheus: prom, UserAgent: "test-agent", Batch: 64}, b, reg, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := w.StartAsync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AwaitRunning(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w.StopAsync()
+		_ = w.AwaitTerminated(ctx)
+		if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+			t.Errorf("lint: %v %v", err, problems)
+		}
+	})
+	return &rig{w: w, bus: b, backend: be, reg: reg}
+}
+
+// publishScrapes puts n messages of perMsg samples on partition 1, with
+// increasing timestamps.
+func (r *rig) publishScrapes(t *testing.T, n, perMsg int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := 0; i < n; i++ {
+		var b remotewrite.Builder
+		for j := 0; j < perMsg; j++ {
+			r.ts++
+			b.AppendSample(labels.FromStrings("__name__", "m", "j", strconv.Itoa(j)), r.ts, 1, nil)
+		}
+		r.msgs++
+		m := nats.NewMsg(bus.DestSubject(bus.DestinationPrometheus, 1))
+		m.Data = remotewrite.Compress(nil, b.Bytes())
+		m.Header.Set(bus.HeaderCount, strconv.Itoa(perMsg))
+		m.Header.Set(bus.HeaderTenant, "team-a")
+		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprint("m", r.msgs))
+		if _, err := r.bus.JetStream().PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (r *rig) waitAcked(t *testing.T, msgs float64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for testutil.ToFloat64(r.w.metrics.messagesAcked) < msgs {
+		if time.Now().After(deadline) {
+			t.Fatalf("acked %v of %v messages", testutil.ToFloat64(r.w.metrics.messagesAcked), msgs)
+		}
+		<-tick.C
+	}
+	cons, err := r.bus.JetStream().Consumer(context.Background(), bus.DestStream(bus.DestinationPrometheus), "writer-prometheus-p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Errorf("consumer still holds %d unacked and %d undelivered", info.NumAckPending, info.NumPending)
+	}
+}
+
+func assertInOrder(t *testing.T, ts []int64, want int) {
+	t.Helper()
+	if len(ts) != want {
+		t.Fatalf("backend accepted %d samples, want %d", len(ts), want)
+	}
+	for i := 1; i < len(ts); i++ {
+		if ts[i] != ts[i-1]+1 {
+			t.Fatalf("sample %d has timestamp %d after %d", i, ts[i], ts[i-1])
+		}
+	}
+}
+
+func TestWriterJoinsMessagesIntoOrderedRequests(t *testing.T) {
+	r := startWriter(t, nil)
+	r.publishScrapes(t, 10, 300)
+	r.waitAcked(t, 10)
+	ts, sizes, headers := r.backend.snapshot()
+	assertInOrder(t, ts, 3000)
+	for i, n := range sizes {
+		if n > 1000 {
+			t.Errorf("request %d has %d samples, above maxSamplesPerSend", i, n)
+		}
+	}
+	if len(sizes) >= 10 {
+		t.Errorf("%d requests for 10 messages: nothing was joined", len(sizes))
+	}
+	for k, v := range map[string]string{
+		"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+		"X-Prometheus-Remote-Write-Version": "0.1.0", "X-Scope-Orgid": "team-a", "User-Agent": "test-agent",
+	} {
+		if got := headers[0].Get(k); got != v {
+			t.Errorf("header %s=%q, want %q", k, got, v)
+		}
+	}
+	if got := testutil.ToFloat64(r.w.metrics.samplesSent); got != 3000 {
+		t.Errorf("samples sent %v", got)
+	}
+}
+
+func TestWriterRetriesWithoutLosingOrDisordering(t *testing.T) {
+	r := startWriter(t, []answer{
+		{status: 500, body: "ingester down"},
+		{status: 429, retryAfter: "1", body: "slow down"},
+		{status: 503, body: "unavailable"},
+	})
+	r.publishScrapes(t, 5, 100)
+	r.waitAcked(t, 5)
+	ts, _, _ := r.backend.snapshot()
+	assertInOrder(t, ts, 500)
+	for result, want := range map[string]float64{"retryable": 2, "throttled": 1} {
+		if got := testutil.ToFloat64(r.w.metrics.requests.WithLabelValues(result)); got != want {
+			t.Errorf("requests{result=%q} = %v, want %v", result, got, want)
+		}
+	}
+}
+
+func TestWriterAcksAndCountsPermanentRejections(t *testing.T) {
+	r := startWriter(t, []answer{{status: 400, body: "out of order sample"}})
+	r.publishScrapes(t, 1, 100)
+	r.waitAcked(t, 1)
+	if got := testutil.ToFloat64(r.w.metrics.samplesRejected.WithLabelValues("out_of_order")); got != 100 {
+		t.Errorf("rejected{out_of_order} = %v, want 100", got)
+	}
+	// Later messages still flow.
+	r.publishScrapes(t, 1, 10)
+	r.waitAcked(t, 2)
+}
+
+func TestWriterRejectsCorruptPayloads(t *testing.T) {
+	r := startWriter(t, nil)
+	m := nats.NewMsg(bus.DestSubject(bus.DestinationPrometheus, 1))
+	m.Data = []byte("definitely not snappy")
+	m.Header.Set(bus.HeaderCount, "3")
+	m.Header.Set(jetstream.MsgIDHeader, "corrupt")
+	if _, err := r.bus.JetStream().PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	r.waitAcked(t, 1)
+	if got := testutil.ToFloat64(r.w.metrics.samplesRejected.WithLabelValues("corrupt_payload")); got != 3 {
+		t.Errorf("rejected{corrupt_payload} = %v, want 3", got)
+	}
+}
