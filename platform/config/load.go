@@ -143,7 +143,9 @@ func indexLines(n *yaml.Node, path string, lines map[int]string, paths map[strin
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
-			lines[c.Line] = p
+			if _, onKeyLine := lines[c.Line]; !onKeyLine {
+				lines[c.Line] = p // a flow sequence keeps its key's name
+			}
 			paths[p] = c.Line
 			indexLines(c, p, lines, paths)
 		}

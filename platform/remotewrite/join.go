@@ -19,9 +19,9 @@ func Compress(dst, body []byte) []byte {
 // Joiner joins compressed WriteRequests into one compressed WriteRequest,
 // reusing its buffers from one join to the next.
 type Joiner struct {
-	raw  []byte
-	out  []byte
-	tmp  []byte
+	raw []byte
+	out []byte
+	tmp []byte
 }
 
 // Reset starts a new request.

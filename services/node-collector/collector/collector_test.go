@@ -71,7 +71,6 @@ func decodeSamples(t *testing.T, payload []byte) []sample {
 	return out
 }
 
-
 func find(samples []sample, name string, match func(sample) bool) []sample {
 	var out []sample
 	for _, s := range samples {
