@@ -117,3 +117,18 @@ func TestSecretsAreMasked(t *testing.T) {
 		t.Errorf("secret printed:\n%s", out)
 	}
 }
+
+// TestEveryKeyIsDocumented keeps docs/configuration.md complete.
+func TestEveryKeyIsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("doc", flag.ContinueOnError)
+	(&Config{}).RegisterFlags(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(string(doc), "| `"+f.Name+"` |") {
+			t.Errorf("key %s is not in docs/configuration.md", f.Name)
+		}
+	})
+}
