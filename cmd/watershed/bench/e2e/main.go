@@ -1,0 +1,244 @@
+// Command e2e is the end-to-end metrics benchmark: it serves synthetic
+// exposition targets and a remote-write receiver that decodes and counts
+// samples, runs the watershed binary as a separate process against them
+// (all-in-one, embedded JetStream with file storage), and prints samples/s
+// delivered, CPU-seconds of the watershed process per million samples and
+// its peak RSS. It stops by itself after -duration.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+type options struct {
+	binary   string
+	targets  int
+	series   int
+	interval time.Duration
+	warmup   time.Duration
+	duration time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.binary, "watershed", "./bin/watershed", "watershed binary to run")
+	flag.IntVar(&o.targets, "targets", 200, "synthetic targets")
+	flag.IntVar(&o.series, "series", 1000, "series per target")
+	flag.DurationVar(&o.interval, "interval", time.Second, "scrape interval")
+	flag.DurationVar(&o.warmup, "warmup", 10*time.Second, "time before measuring")
+	flag.DurationVar(&o.duration, "duration", 30*time.Second, "measured time")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	targets, err := serveTargets(o.targets, o.series)
+	if err != nil {
+		return err
+	}
+	recv := &receiver{}
+	recvAddr, err := serve(recv)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "watershed-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfgFile := filepath.Join(dir, "bench.yaml")
+	if err := os.WriteFile(cfgFile, []byte(benchConfig(o, dir, targets, recvAddr)), 0o644); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration+time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, o.binary, "run", "-config.file="+cfgFile)
+	logFile, err := os.Create(filepath.Join(dir, "watershed.log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", o.binary, err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+
+	time.Sleep(o.warmup) // a benchmark phase, not synchronisation
+	cpu0, err := cpuSeconds(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	samples0, start := recv.samples.Load(), time.Now()
+	time.Sleep(o.duration)
+	cpu1, err := cpuSeconds(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	samples1, elapsed := recv.samples.Load(), time.Since(start)
+	rss, err := peakRSS(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	delivered := float64(samples1 - samples0)
+	if delivered == 0 {
+		log, _ := os.ReadFile(logFile.Name())
+		return fmt.Errorf("nothing delivered; watershed log:\n%s", tail(log, 4000))
+	}
+	cpu := cpu1 - cpu0
+	active := float64(o.targets * (o.series + 5))
+	fmt.Printf("metrics end to end: %d targets x %d series every %s, %s measured after %s warm-up\n",
+		o.targets, o.series, o.interval, o.duration, o.warmup)
+	fmt.Printf("| samples delivered/s | CPU-s per 1M samples | cores used | peak RSS | bytes per active series |\n")
+	fmt.Printf("| --- | --- | --- | --- | --- |\n")
+	fmt.Printf("| %.0f | %.3f | %.2f | %.1f MiB | %.0f |\n",
+		delivered/elapsed.Seconds(), cpu/(delivered/1e6), cpu/elapsed.Seconds(), float64(rss)/(1<<20), float64(rss)/active)
+	if rejected := recv.rejected.Load(); rejected > 0 {
+		return fmt.Errorf("receiver refused %d requests", rejected)
+	}
+	return nil
+}
+
+func benchConfig(o options, dir string, targets []string, recvAddr string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `cluster: {name: bench}
+server: {httpListenAddress: "127.0.0.1:0", logLevel: warn}
+nats: {storeDir: %q, listenAddress: "127.0.0.1:-1"}
+externalServices:
+  prometheus: {host: "http://%s", writeEndpoint: /api/v1/write}
+metrics:
+  scrapeInterval: %s
+  staticTargets:
+    - job: bench
+      targets:
+`, filepath.Join(dir, "nats"), recvAddr, o.interval)
+	for _, t := range targets {
+		fmt.Fprintf(&b, "        - %q\n", t)
+	}
+	return b.String()
+}
+
+// serveTargets starts one listener per target, each serving a fixed page.
+func serveTargets(n, series int) ([]string, error) {
+	var addrs []string
+	for i := 0; i < n; i++ {
+		page := exposition(i, series)
+		addr, err := serve(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			_, _ = w.Write(page)
+		}))
+		if err != nil {
+			return nil, err
+		}
+		addrs = append(addrs, addr)
+	}
+	return addrs, nil
+}
+
+// exposition is a page of counters shaped like an instrumented service.
+func exposition(target, series int) []byte {
+	var b bytes.Buffer
+	b.WriteString("# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n")
+	for i := 0; i < series; i++ {
+		fmt.Fprintf(&b, "http_requests_total{code=\"%d\",handler=\"/api/v1/items/%d\",method=\"GET\",pod=\"app-%d\"} %d\n",
+			200+i%5, i%97, target, i*7)
+	}
+	return b.Bytes()
+}
+
+func serve(h http.Handler) (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() { _ = http.Serve(l, h) }()
+	return l.Addr().String(), nil
+}
+
+// receiver decodes remote-write requests and counts their samples.
+type receiver struct {
+	samples  atomic.Int64
+	rejected atomic.Int64
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(req.Body)
+	if err == nil {
+		body, err = s2.Decode(nil, body)
+	}
+	var wr prompb.WriteRequest
+	if err == nil {
+		err = wr.Unmarshal(body)
+	}
+	if err != nil {
+		r.rejected.Add(1)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	n := 0
+	for _, ts := range wr.Timeseries {
+		n += len(ts.Samples)
+	}
+	r.samples.Add(int64(n))
+}
+
+// cpuSeconds is the user+system CPU time of a process, from /proc.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("unexpected /proc stat format")
+	}
+	f := strings.Fields(string(b[i+2:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
+}
+
+// peakRSS is VmHWM of a process, in bytes.
+func peakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc status")
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
