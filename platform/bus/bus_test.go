@@ -123,11 +123,11 @@ func TestFetchLoopResumesUnackedFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cc := bus.PartitionConsumerConfig("writer-p0", bus.DestSubject("prometheus", 0), 4, time.Hour)
+	cc := bus.ReaderConsumerConfig("writer-p0", bus.DestSubject("prometheus", 0), 4, time.Hour)
 	logger := slog.New(slog.DiscardHandler)
 
 	// First reader: acks 1 and 2, holds 3 and 4 unacked, then goes away.
-	cons, err := bus.EnsurePartitionConsumer(ctx, s, cc, logger)
+	cons, err := bus.EnsureReaderConsumer(ctx, s, cc, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestFetchLoopResumesUnackedFirst(t *testing.T) {
 	}
 
 	// Second reader, with an hour of ack wait: it must still start at 3.
-	cons, err = bus.EnsurePartitionConsumer(ctx, s, cc, logger)
+	cons, err = bus.EnsureReaderConsumer(ctx, s, cc, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestStateCollector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.EnsureConsumer(ctx, s, bus.PartitionConsumerConfig("router-p0", "ws.raw.*.0", 8, time.Minute)); err != nil {
+	if _, err := bus.EnsureConsumer(ctx, s, bus.ReaderConsumerConfig("router-p0", "ws.raw.*.0", 8, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {

@@ -11,29 +11,27 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// PartitionConsumerConfig is the durable consumer of one partition. Each
-// partition has its own consumer, read by one goroutine of one process, so
-// that its messages are handled strictly in stream order; MaxAckPending
-// bounds what one reader holds.
-func PartitionConsumerConfig(durable, filter string, batch int, ackWait time.Duration) jetstream.ConsumerConfig {
+// ReaderConsumerConfig is a durable pull consumer that one process reads,
+// in stream order; maxAckPending bounds what that reader holds.
+func ReaderConsumerConfig(durable, filter string, maxAckPending int, ackWait time.Duration) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       durable,
 		FilterSubject: filter,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
-		MaxAckPending: batch,
+		MaxAckPending: maxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		MaxDeliver:    -1,
 	}
 }
 
-// EnsurePartitionConsumer creates or updates the durable consumer of one
-// partition, whose only reader is this process. If a previous reader left
+// EnsureReaderConsumer creates or updates a durable consumer whose only
+// reader is this process. If a previous reader left
 // messages delivered but unacknowledged (it stopped or crashed mid-batch),
 // the consumer is recreated at its ack floor: those messages then come
 // first, in order, instead of after AckWait and behind newer ones, which a
 // backend would refuse as out of order.
-func EnsurePartitionConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.ConsumerConfig, logger *slog.Logger) (jetstream.Consumer, error) {
+func EnsureReaderConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.ConsumerConfig, logger *slog.Logger) (jetstream.Consumer, error) {
 	c, err := s.Consumer(ctx, cc.Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return EnsureConsumer(ctx, s, cc)

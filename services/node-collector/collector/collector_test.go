@@ -38,7 +38,7 @@ func scrapedSamples(t *testing.T, b *bus.Bus, want func([]sample) bool) []sample
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := bus.EnsureConsumer(ctx, stream, bus.PartitionConsumerConfig("test-reader", bus.RawSubjects(), 100, time.Minute))
+	cons, err := bus.EnsureConsumer(ctx, stream, bus.ReaderConsumerConfig("test-reader", bus.RawSubjects(), 100, time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -34,7 +33,7 @@ type Config struct {
 	NATS config.NATSConfig
 	// Routes maps a signal to its destination.
 	Routes map[string]Destination
-	// Batch is how many messages a partition may hold unacknowledged.
+	// Batch is how many messages each partition's queue holds.
 	Batch   int
 	AckWait time.Duration
 }
@@ -78,7 +77,8 @@ type Router struct {
 	pub     *bus.Publisher
 	metrics *metrics
 	logger  *slog.Logger
-	loops   []*bus.FetchLoop
+	loop    *bus.FetchLoop
+	queues  []chan jetstream.Msg // one per partition
 }
 
 // New makes the router service.
@@ -109,33 +109,68 @@ func (r *Router) starting(ctx context.Context) error {
 			return err
 		}
 	}
-	for p := 0; p < r.cfg.NATS.Partitions; p++ {
-		filter := "ws.raw.*." + strconv.Itoa(p)
-		cc := bus.PartitionConsumerConfig(fmt.Sprintf("router-p%d", p), filter, r.cfg.Batch, r.cfg.AckWait)
-		cons, err := bus.EnsurePartitionConsumer(ctx, raw, cc, r.logger)
-		if err != nil {
-			return err
-		}
-		r.loops = append(r.loops, &bus.FetchLoop{
-			Consumer: cons,
-			Batch:    r.cfg.Batch,
-			MaxWait:  time.Second,
-			Handle:   r.route,
-			Logger:   r.logger.With("partition", p),
-		})
+	// One consumer for the whole work queue: acked messages are gone from
+	// it, so rewinding it to its ack floor after a restart brings back
+	// exactly the unrouted ones, in order.
+	window := r.cfg.Batch * r.cfg.NATS.Partitions
+	cons, err := bus.EnsureReaderConsumer(ctx, raw, bus.ReaderConsumerConfig("router", bus.RawSubjects(), window, r.cfg.AckWait), r.logger)
+	if err != nil {
+		return err
+	}
+	r.queues = make([]chan jetstream.Msg, r.cfg.NATS.Partitions)
+	for p := range r.queues {
+		r.queues[p] = make(chan jetstream.Msg, r.cfg.Batch)
+	}
+	r.loop = &bus.FetchLoop{
+		Consumer: cons,
+		Batch:    window,
+		MaxWait:  time.Second,
+		Handle:   r.dispatch,
+		Logger:   r.logger,
 	}
 	return nil
 }
 
-// running runs one fetch loop per partition until the service stops; a
-// message being published when it stops is finished or left unacked.
+// running fetches in stream order and hands each message to the worker of
+// its partition, which routes it. A full partition queue holds the fetch
+// back. At stop, queued messages stay unacked and come back first next time.
 func (r *Router) running(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for _, l := range r.loops {
-		wg.Go(func() { _ = l.Run(ctx) })
+	for _, q := range r.queues {
+		wg.Go(func() { r.work(ctx, q) })
 	}
+	err := r.loop.Run(ctx)
 	wg.Wait()
-	return nil
+	return err
+}
+
+func (r *Router) dispatch(ctx context.Context, msg jetstream.Msg) error {
+	p, err := bus.PartitionOfSubject(msg.Subject())
+	if err != nil || p >= len(r.queues) {
+		r.drop(msg, reasonBadHeader, fmt.Errorf("partition of %s: %w (have %d partitions)", msg.Subject(), err, len(r.queues)))
+		return nil
+	}
+	select {
+	case r.queues[p] <- msg:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Router) work(ctx context.Context, q <-chan jetstream.Msg) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-q:
+			if err := r.route(ctx, msg); err != nil {
+				// Stopped mid-publish: this one and what is queued stay
+				// unacked for the next start.
+				return
+			}
+		}
+	}
 }
 
 // route publishes one raw message to its destination and acks it. It
@@ -148,11 +183,7 @@ func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
 		r.drop(msg, reasonUnknownSignal, fmt.Errorf("signal %q has no destination", signal))
 		return nil
 	}
-	partition, err := bus.PartitionOfSubject(msg.Subject())
-	if err != nil {
-		r.drop(msg, reasonBadHeader, err)
-		return nil
-	}
+	partition, _ := bus.PartitionOfSubject(msg.Subject()) // checked by dispatch
 	count, err := bus.Count(h)
 	if err != nil {
 		r.drop(msg, reasonBadHeader, err)

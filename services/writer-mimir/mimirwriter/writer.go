@@ -61,8 +61,11 @@ func (w *Writer) starting(ctx context.Context) error {
 		return err
 	}
 	for p := 0; p < w.cfg.NATS.Partitions; p++ {
-		cc := bus.PartitionConsumerConfig(fmt.Sprintf("writer-%s-p%d", dest, p), bus.DestSubject(dest, p), w.cfg.Batch, w.cfg.Prometheus.Queue.AckWait)
-		cons, err := bus.EnsurePartitionConsumer(ctx, stream, cc, w.logger)
+		cc := bus.ReaderConsumerConfig(fmt.Sprintf("writer-%s-p%d", dest, p), bus.DestSubject(dest, p), w.cfg.Batch, w.cfg.Prometheus.Queue.AckWait)
+		// One reader sends a partition in order, so acking the last message
+		// of a request acks the request.
+		cc.AckPolicy = jetstream.AckAllPolicy
+		cons, err := bus.EnsureReaderConsumer(ctx, stream, cc, w.logger)
 		if err != nil {
 			return err
 		}
@@ -216,13 +219,12 @@ func waitRetry(ctx context.Context, bo *backoff.Backoff, se *SendError) bool {
 	return bo.Ongoing()
 }
 
+// ackAll acks a request's messages: with AckAll, its last message.
 func (p *partitionWriter) ackAll(msgs []jetstream.Msg) {
-	for _, m := range msgs {
-		if err := m.Ack(); err != nil {
-			// A lost ack means a redelivery; the backend takes the same
-			// samples again as duplicates, which it tolerates.
-			p.w.logger.Warn("ack failed", "err", err)
-		}
+	if err := msgs[len(msgs)-1].Ack(); err != nil {
+		// A lost ack means a redelivery; the backend takes the same
+		// samples again as duplicates, which it tolerates.
+		p.w.logger.Warn("ack failed", "err", err)
 	}
 	p.w.metrics.messagesAcked.Add(float64(len(msgs)))
 }

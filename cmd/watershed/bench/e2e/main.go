@@ -34,6 +34,7 @@ type options struct {
 	interval time.Duration
 	warmup   time.Duration
 	duration time.Duration
+	profile  string
 }
 
 func main() {
@@ -44,6 +45,7 @@ func main() {
 	flag.DurationVar(&o.interval, "interval", time.Second, "scrape interval")
 	flag.DurationVar(&o.warmup, "warmup", 10*time.Second, "time before measuring")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "measured time")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the watershed process over the measured time to this file")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -66,8 +68,12 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
 	cfgFile := filepath.Join(dir, "bench.yaml")
-	if err := os.WriteFile(cfgFile, []byte(benchConfig(o, dir, targets, recvAddr)), 0o644); err != nil {
+	if err := os.WriteFile(cfgFile, []byte(benchConfig(o, dir, httpAddr, targets, recvAddr)), 0o644); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration+time.Minute)
@@ -92,6 +98,12 @@ func run(o options) error {
 		return err
 	}
 	samples0, start := recv.samples.Load(), time.Now()
+	profileDone := make(chan error, 1)
+	if o.profile != "" {
+		go func() { profileDone <- fetchProfile(httpAddr, o.duration, o.profile) }()
+	} else {
+		profileDone <- nil
+	}
 	time.Sleep(o.duration)
 	cpu1, err := cpuSeconds(cmd.Process.Pid)
 	if err != nil {
@@ -115,16 +127,20 @@ func run(o options) error {
 	fmt.Printf("| --- | --- | --- | --- | --- |\n")
 	fmt.Printf("| %.0f | %.3f | %.2f | %.1f MiB | %.0f |\n",
 		delivered/elapsed.Seconds(), cpu/(delivered/1e6), cpu/elapsed.Seconds(), float64(rss)/(1<<20), float64(rss)/active)
+	fmt.Println(pipelineState(httpAddr))
+	if err := <-profileDone; err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
 	if rejected := recv.rejected.Load(); rejected > 0 {
 		return fmt.Errorf("receiver refused %d requests", rejected)
 	}
 	return nil
 }
 
-func benchConfig(o options, dir string, targets []string, recvAddr string) string {
+func benchConfig(o options, dir, httpAddr string, targets []string, recvAddr string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `cluster: {name: bench}
-server: {httpListenAddress: "127.0.0.1:0", logLevel: warn}
+server: {httpListenAddress: %q, logLevel: warn}
 nats: {storeDir: %q, listenAddress: "127.0.0.1:-1"}
 externalServices:
   prometheus: {host: "http://%s", writeEndpoint: /api/v1/write}
@@ -133,7 +149,7 @@ metrics:
   staticTargets:
     - job: bench
       targets:
-`, filepath.Join(dir, "nats"), recvAddr, o.interval)
+`, httpAddr, filepath.Join(dir, "nats"), recvAddr, o.interval)
 	for _, t := range targets {
 		fmt.Fprintf(&b, "        - %q\n", t)
 	}
@@ -163,7 +179,7 @@ func exposition(target, series int) []byte {
 	b.WriteString("# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n")
 	for i := 0; i < series; i++ {
 		fmt.Fprintf(&b, "http_requests_total{code=\"%d\",handler=\"/api/v1/items/%d\",method=\"GET\",pod=\"app-%d\"} %d\n",
-			200+i%5, i%97, target, i*7)
+			200+i%5, i, target, i*7)
 	}
 	return b.Bytes()
 }
@@ -241,4 +257,48 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func fetchProfile(httpAddr string, d time.Duration, file string) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", httpAddr, int(d.Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
+}
+
+// pipelineState reads Watershed's own counters: whether delivery kept up
+// with scraping.
+func pipelineState(httpAddr string) string {
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return "watershed metrics: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, name := range []string{"watershed_collector_samples_published_total", "watershed_writer_samples_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}"} {
+			if strings.HasPrefix(line, name) {
+				out = append(out, line)
+			}
+		}
+	}
+	return "watershed: " + strings.Join(out, "; ")
 }
