@@ -2,16 +2,20 @@ package collector
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/grafana/dskit/services"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -152,6 +156,51 @@ func TestCollectorScrapesWithPrometheusSemantics(t *testing.T) {
 	for _, p := range problems {
 		if strings.HasPrefix(p.Metric, "watershed_") {
 			t.Errorf("lint: %s: %s", p.Metric, p.Text)
+		}
+	}
+}
+
+// TestCollectorScrapesHTTPSWithBearerToken: an https target that checks a
+// bearer token, trusted through a CA file.
+func TestCollectorScrapesHTTPSWithBearerToken(t *testing.T) {
+	target := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			http.Error(w, "no token", http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprint(w, "secured_metric 7\n")
+	}))
+	defer target.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: target.Certificate().Raw})
+	if err := os.WriteFile(caFile, ca, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	natsCfg := bustest.NATSConfig(t.TempDir())
+	b := bustest.Open(t, natsCfg)
+	metrics := config.Default().Metrics
+	metrics.ScrapeInterval = 200 * time.Millisecond
+	st := config.StaticTarget{Job: "secure", Scheme: "https", Targets: []string{strings.TrimPrefix(target.URL, "https://")}}
+	st.TLS.CAFile = caFile
+	if err := st.BearerToken.Set("s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	metrics.StaticTargets = []config.StaticTarget{st}
+	reg := prometheus.NewRegistry()
+	c := New(Config{Name: "node-a", Metrics: metrics, NATS: natsCfg, PublishTimeout: 5 * time.Second, FlushTimeout: 5 * time.Second},
+		b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := services.StartAndAwaitRunning(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = services.StopAndAwaitTerminated(ctx, c) }()
+	got := scrapedSamples(t, b, func(s []sample) bool { return len(find(s, "secured_metric", nil)) > 0 })
+	if v := find(got, "secured_metric", nil)[0].value; v != 7 {
+		t.Errorf("secured_metric = %v", v)
+	}
+	for _, up := range find(got, "up", nil) {
+		if up.value != 1 {
+			t.Errorf("up = %v over https", up.value)
 		}
 	}
 }
