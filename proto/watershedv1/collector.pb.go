@@ -46,8 +46,14 @@ type CollectorHeartbeat struct {
 	SamplesPublished uint64 `protobuf:"varint,6,opt,name=samples_published,json=samplesPublished,proto3" json:"samples_published,omitempty"`
 	// samples_dropped counts samples not published since start, any reason.
 	SamplesDropped uint64 `protobuf:"varint,7,opt,name=samples_dropped,json=samplesDropped,proto3" json:"samples_dropped,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// assignment_epoch is the epoch of the assignment the collector applied
+	// last; 0 when it scrapes only static targets.
+	AssignmentEpoch uint64 `protobuf:"varint,8,opt,name=assignment_epoch,json=assignmentEpoch,proto3" json:"assignment_epoch,omitempty"`
+	// targets_health is the last scrape result of every target, keyed by
+	// the target's id (its job and URL for static targets).
+	TargetsHealth []*TargetHealth `protobuf:"bytes,9,rep,name=targets_health,json=targetsHealth,proto3" json:"targets_health,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CollectorHeartbeat) Reset() {
@@ -129,11 +135,119 @@ func (x *CollectorHeartbeat) GetSamplesDropped() uint64 {
 	return 0
 }
 
+func (x *CollectorHeartbeat) GetAssignmentEpoch() uint64 {
+	if x != nil {
+		return x.AssignmentEpoch
+	}
+	return 0
+}
+
+func (x *CollectorHeartbeat) GetTargetsHealth() []*TargetHealth {
+	if x != nil {
+		return x.TargetsHealth
+	}
+	return nil
+}
+
+// TargetHealth is the last scrape result of one target.
+type TargetHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Job   string                 `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	Url   string                 `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	// health is "up", "down" or "unknown", as Prometheus reports it.
+	Health               string `protobuf:"bytes,4,opt,name=health,proto3" json:"health,omitempty"`
+	LastError            string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastScrapeUnixMs     int64  `protobuf:"varint,6,opt,name=last_scrape_unix_ms,json=lastScrapeUnixMs,proto3" json:"last_scrape_unix_ms,omitempty"`
+	LastScrapeDurationMs int64  `protobuf:"varint,7,opt,name=last_scrape_duration_ms,json=lastScrapeDurationMs,proto3" json:"last_scrape_duration_ms,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *TargetHealth) Reset() {
+	*x = TargetHealth{}
+	mi := &file_watershed_v1_collector_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TargetHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TargetHealth) ProtoMessage() {}
+
+func (x *TargetHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_watershed_v1_collector_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TargetHealth.ProtoReflect.Descriptor instead.
+func (*TargetHealth) Descriptor() ([]byte, []int) {
+	return file_watershed_v1_collector_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TargetHealth) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TargetHealth) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *TargetHealth) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *TargetHealth) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *TargetHealth) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *TargetHealth) GetLastScrapeUnixMs() int64 {
+	if x != nil {
+		return x.LastScrapeUnixMs
+	}
+	return 0
+}
+
+func (x *TargetHealth) GetLastScrapeDurationMs() int64 {
+	if x != nil {
+		return x.LastScrapeDurationMs
+	}
+	return 0
+}
+
 var File_watershed_v1_collector_proto protoreflect.FileDescriptor
 
 const file_watershed_v1_collector_proto_rawDesc = "" +
 	"\n" +
-	"\x1cwatershed/v1/collector.proto\x12\fwatershed.v1\"\xfc\x01\n" +
+	"\x1cwatershed/v1/collector.proto\x12\fwatershed.v1\"\xea\x02\n" +
 	"\x12CollectorHeartbeat\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12&\n" +
@@ -142,7 +256,18 @@ const file_watershed_v1_collector_proto_rawDesc = "" +
 	"sentUnixMs\x12\x18\n" +
 	"\atargets\x18\x05 \x01(\rR\atargets\x12+\n" +
 	"\x11samples_published\x18\x06 \x01(\x04R\x10samplesPublished\x12'\n" +
-	"\x0fsamples_dropped\x18\a \x01(\x04R\x0esamplesDroppedB6Z4github.com/watershed-dev/watershed/proto/watershedv1b\x06proto3"
+	"\x0fsamples_dropped\x18\a \x01(\x04R\x0esamplesDropped\x12)\n" +
+	"\x10assignment_epoch\x18\b \x01(\x04R\x0fassignmentEpoch\x12A\n" +
+	"\x0etargets_health\x18\t \x03(\v2\x1a.watershed.v1.TargetHealthR\rtargetsHealth\"\xdf\x01\n" +
+	"\fTargetHealth\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03job\x18\x02 \x01(\tR\x03job\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12\x16\n" +
+	"\x06health\x18\x04 \x01(\tR\x06health\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x12-\n" +
+	"\x13last_scrape_unix_ms\x18\x06 \x01(\x03R\x10lastScrapeUnixMs\x125\n" +
+	"\x17last_scrape_duration_ms\x18\a \x01(\x03R\x14lastScrapeDurationMsB6Z4github.com/watershed-dev/watershed/proto/watershedv1b\x06proto3"
 
 var (
 	file_watershed_v1_collector_proto_rawDescOnce sync.Once
@@ -156,16 +281,18 @@ func file_watershed_v1_collector_proto_rawDescGZIP() []byte {
 	return file_watershed_v1_collector_proto_rawDescData
 }
 
-var file_watershed_v1_collector_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_watershed_v1_collector_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_watershed_v1_collector_proto_goTypes = []any{
 	(*CollectorHeartbeat)(nil), // 0: watershed.v1.CollectorHeartbeat
+	(*TargetHealth)(nil),       // 1: watershed.v1.TargetHealth
 }
 var file_watershed_v1_collector_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	1, // 0: watershed.v1.CollectorHeartbeat.targets_health:type_name -> watershed.v1.TargetHealth
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_watershed_v1_collector_proto_init() }
@@ -179,7 +306,7 @@ func file_watershed_v1_collector_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_watershed_v1_collector_proto_rawDesc), len(file_watershed_v1_collector_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grafana/dskit/services"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
-	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/scrape"
 
@@ -30,6 +31,8 @@ type Config struct {
 	PublishTimeout time.Duration
 	// FlushTimeout bounds how long shutdown waits for scrapes in flight.
 	FlushTimeout time.Duration
+	// ServiceAccount is presented to assigned targets that ask for it.
+	ServiceAccount ServiceAccountCredentials
 }
 
 // Collector scrapes targets and publishes each scrape to the bus.
@@ -43,13 +46,18 @@ type Collector struct {
 	pubm    *bus.PublisherMetrics
 	logger  *slog.Logger
 
-	manager    *scrape.Manager
-	sink       *sink
-	cancelSink context.CancelFunc
-	tsets      chan map[string][]*targetgroup.Group
-	runDone    chan error
-	heartbeats jetstream.KeyValue
-	started    time.Time
+	manager     *scrape.Manager
+	sink        *sink
+	cancelSink  context.CancelFunc
+	tsets       chan map[string][]*targetgroup.Group
+	runDone     chan error
+	heartbeats  jetstream.KeyValue
+	assignments jetstream.KeyValue
+	started     time.Time
+	static      scrapePlan // metrics.staticTargets
+	applyMu     sync.Mutex // one plan change at a time
+	pools       map[string]*assignedPool
+	epoch       atomic.Uint64 // of the assignment applied last
 }
 
 // New makes the collector service.
@@ -78,7 +86,11 @@ func (c *Collector) starting(ctx context.Context) error {
 		return err
 	}
 	c.heartbeats = kv
-	promCfg, groups, err := scrapeConfig(c.cfg)
+	if c.assignments, err = EnsureAssignmentBucket(ctx, c.bus.JetStream(), c.cfg.NATS.RawStream.Replicas); err != nil {
+		return err
+	}
+	c.static = staticPlan(c.cfg.Metrics, c.cfg.Cluster)
+	promCfg, err := c.static.render(c.cfg.Metrics)
 	if err != nil {
 		return err
 	}
@@ -104,8 +116,8 @@ func (c *Collector) starting(ctx context.Context) error {
 	}
 	c.manager = mgr
 	go func() { c.runDone <- mgr.Run(c.tsets) }()
-	c.tsets <- groups
-	c.logger.Info("scraping", "jobs", len(groups))
+	c.tsets <- c.static.groups
+	c.logger.Info("scraping", "staticJobs", len(c.static.groups))
 	return nil
 }
 
@@ -116,10 +128,15 @@ func (c *Collector) running(ctx context.Context) error {
 	defer check.Stop()
 	health := newTargetHealth()
 	c.sendHeartbeat(ctx)
+	watchErr := make(chan error, 1)
+	go func() { watchErr <- c.watchAssignment(ctx) }()
 	for {
 		select {
 		case <-ctx.Done():
+			<-watchErr
 			return nil
+		case err := <-watchErr:
+			return err
 		case err := <-c.runDone:
 			return fmt.Errorf("scrape manager stopped: %w", err)
 		case <-beat.C:
@@ -148,35 +165,4 @@ func (c *Collector) stopping(error) error {
 	c.manager.Stop()
 	c.cancelSink()
 	return nil
-}
-
-// scrapeConfig turns the static targets into a Prometheus configuration,
-// loaded by Prometheus's own loader so that every default and check is
-// Prometheus's, and into the target groups the scrape manager expects from
-// discovery.
-func scrapeConfig(cfg Config) (*promconfig.Config, map[string][]*targetgroup.Group, error) {
-	text, err := prometheusYAML(cfg.Metrics)
-	if err != nil {
-		return nil, nil, err
-	}
-	promCfg, err := promconfig.Load(text, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return nil, nil, fmt.Errorf("metrics.staticTargets: %w", err)
-	}
-	groups := make(map[string][]*targetgroup.Group, len(cfg.Metrics.StaticTargets))
-	for _, st := range cfg.Metrics.StaticTargets {
-		common := model.LabelSet{}
-		for k, v := range st.Labels {
-			common[model.LabelName(k)] = model.LabelValue(v)
-		}
-		if cfg.Cluster != "" {
-			common["cluster"] = model.LabelValue(cfg.Cluster)
-		}
-		g := &targetgroup.Group{Source: "static/" + st.Job, Labels: common}
-		for _, addr := range st.Targets {
-			g.Targets = append(g.Targets, model.LabelSet{model.AddressLabel: model.LabelValue(addr)})
-		}
-		groups[st.Job] = []*targetgroup.Group{g}
-	}
-	return promCfg, groups, nil
 }

@@ -14,5 +14,6 @@ func NewFromEnv(env *runtime.Env) *Collector {
 		NATS:           cfg.NATS,
 		PublishTimeout: max(cfg.Metrics.ScrapeInterval, cfg.Server.ShutdownTimeout/2),
 		FlushTimeout:   cfg.Server.ShutdownTimeout / 2,
+		ServiceAccount: DefaultServiceAccount,
 	}, env.Bus, env.PublisherMetrics, env.Registry, env.Logger)
 }

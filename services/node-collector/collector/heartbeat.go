@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/watershed-dev/watershed/proto/watershedv1"
@@ -42,16 +43,35 @@ func ensureHeartbeatBucket(ctx context.Context, js jetstream.JetStream, replicas
 
 // heartbeat puts this collector's current state in the bucket.
 func (c *Collector) heartbeat(ctx context.Context) error {
-	targets := 0
-	for _, ts := range c.manager.TargetsActive() {
-		targets += len(ts)
+	var health []*watershedv1.TargetHealth
+	lb := labels.NewBuilder(labels.EmptyLabels())
+	for pool, ts := range c.manager.TargetsActive() {
+		for _, t := range ts {
+			th := &watershedv1.TargetHealth{
+				Id:                   t.DiscoveredLabels(lb).Get(targetIDLabel),
+				Job:                  t.GetValue("job"),
+				Url:                  t.String(),
+				Health:               string(t.Health()),
+				LastScrapeUnixMs:     t.LastScrape().UnixMilli(),
+				LastScrapeDurationMs: t.LastScrapeDuration().Milliseconds(),
+			}
+			if th.Id == "" {
+				th.Id = pool + "|" + th.Url
+			}
+			if err := t.LastError(); err != nil {
+				th.LastError = err.Error()
+			}
+			health = append(health, th)
+		}
 	}
 	hb := &watershedv1.CollectorHeartbeat{
 		Name:             c.cfg.Name,
 		Version:          Version,
 		StartedUnixMs:    c.started.UnixMilli(),
 		SentUnixMs:       time.Now().UnixMilli(),
-		Targets:          uint32(targets),
+		Targets:          uint32(len(health)),
+		AssignmentEpoch:  c.epoch.Load(),
+		TargetsHealth:    health,
 		SamplesPublished: uint64(counterValue(c.metrics.samplesPublished)),
 		SamplesDropped:   uint64(counterVecSum(c.metrics.samplesDropped)),
 	}

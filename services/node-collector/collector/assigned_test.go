@@ -1,0 +1,145 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/value"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/watershed-dev/watershed/platform/bus"
+	"github.com/watershed-dev/watershed/platform/bus/bustest"
+	"github.com/watershed-dev/watershed/platform/config"
+	"github.com/watershed-dev/watershed/proto/watershedv1"
+)
+
+func putAssignment(t *testing.T, c *Collector, a *watershedv1.CollectorAssignment) {
+	t.Helper()
+	b, err := proto.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.assignments.Put(context.Background(), c.cfg.Name, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCollectorScrapesWhatItIsAssigned: targets come and go through the
+// collector's key in the assignment bucket, with their labels, params and
+// metric relabeling (an allow list); a removed target gets staleness
+// markers and the heartbeat carries the epoch and each target's health.
+func TestCollectorScrapesWhatItIsAssigned(t *testing.T) {
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "kept_metric{module=%q} 1\ndropped_metric 2\n", r.URL.Query().Get("module"))
+	}))
+	defer target.Close()
+	addr := strings.TrimPrefix(target.URL, "http://")
+
+	natsCfg := bustest.NATSConfig(t.TempDir())
+	b := bustest.Open(t, natsCfg)
+	metrics := config.Default().Metrics
+	reg := prometheus.NewRegistry()
+	c := New(Config{Cluster: "test", Name: "node-a", Metrics: metrics, NATS: natsCfg, PublishTimeout: 5 * time.Second, FlushTimeout: 5 * time.Second},
+		b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := services.StartAndAwaitRunning(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = services.StopAndAwaitTerminated(ctx, c) }()
+
+	putAssignment(t, c, &watershedv1.CollectorAssignment{
+		Collector: "node-a", Epoch: 7, Leader: "discovery-0",
+		Targets: []*watershedv1.ScrapeTarget{{
+			Id: "t1", Job: "integrations/app", Scheme: "http", Address: addr, MetricsPath: "/metrics",
+			Params:           []*watershedv1.Param{{Name: "module", Values: []string{"http_2xx"}}},
+			Labels:           []*watershedv1.Label{{Name: "job", Value: "integrations/app"}, {Name: "namespace", Value: "shop"}, {Name: "instance", Value: "app-0"}},
+			ScrapeIntervalMs: 200, ScrapeTimeoutMs: 200,
+			MetricRelabelConfigs: "- source_labels: [__name__]\n  regex: kept_metric|up\n  action: keep\n",
+		}},
+	})
+	got := scrapedSamples(t, b, func(s []sample) bool { return len(find(s, "kept_metric", nil)) >= 2 })
+	kept := find(got, "kept_metric", nil)[0]
+	for k, v := range map[string]string{"job": "integrations/app", "namespace": "shop", "instance": "app-0", "module": "http_2xx"} {
+		if kept.labels[k] != v {
+			t.Errorf("label %s=%q, want %q (%v)", k, kept.labels[k], v, kept.labels)
+		}
+	}
+	if _, ok := kept.labels[targetIDLabel]; ok {
+		t.Error("the internal target id label leaked into the series")
+	}
+	if n := len(find(got, "dropped_metric", nil)); n != 0 {
+		t.Errorf("allow list let %d dropped_metric samples through", n)
+	}
+
+	if err := c.heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	entry, err := c.heartbeats.Get(ctx, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hb watershedv1.CollectorHeartbeat
+	if err := proto.Unmarshal(entry.Value(), &hb); err != nil {
+		t.Fatal(err)
+	}
+	if hb.GetAssignmentEpoch() != 7 || len(hb.GetTargetsHealth()) != 1 || hb.GetTargetsHealth()[0].GetId() != "t1" || hb.GetTargetsHealth()[0].GetHealth() != "up" {
+		t.Errorf("heartbeat %v", &hb)
+	}
+
+	// The target moves away: its series end with staleness markers.
+	putAssignment(t, c, &watershedv1.CollectorAssignment{Collector: "node-a", Epoch: 8})
+	got = scrapedSamples(t, b, func(s []sample) bool {
+		for _, x := range find(s, "kept_metric", nil) {
+			if value.IsStaleNaN(x.value) {
+				return true
+			}
+		}
+		return false
+	})
+	if c.epoch.Load() != 8 {
+		t.Errorf("epoch %d, want 8", c.epoch.Load())
+	}
+}
+
+// TestBadAssignmentKeepsThePreviousOne: an unreadable or invalid
+// assignment is refused and logged, and scraping goes on.
+func TestBadAssignmentKeepsThePreviousOne(t *testing.T) {
+	natsCfg := bustest.NATSConfig(t.TempDir())
+	b := bustest.Open(t, natsCfg)
+	reg := prometheus.NewRegistry()
+	c := New(Config{Name: "node-b", Metrics: config.Default().Metrics, NATS: natsCfg, PublishTimeout: time.Second, FlushTimeout: time.Second},
+		b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := services.StartAndAwaitRunning(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = services.StopAndAwaitTerminated(ctx, c) }()
+	good := &watershedv1.CollectorAssignment{Epoch: 1, Targets: []*watershedv1.ScrapeTarget{{
+		Id: "a", Job: "j", Scheme: "http", Address: "127.0.0.1:1", MetricsPath: "/metrics", ScrapeIntervalMs: 1000, ScrapeTimeoutMs: 1000,
+	}}}
+	if err := c.apply(good); err != nil {
+		t.Fatalf("good assignment refused: %v", err)
+	}
+	for name, a := range map[string]*watershedv1.CollectorAssignment{
+		"zero interval":      {Epoch: 2, Targets: []*watershedv1.ScrapeTarget{{Id: "b", Job: "j", Scheme: "http", Address: "x:1", MetricsPath: "/m"}}},
+		"bad relabel":        {Epoch: 3, Targets: []*watershedv1.ScrapeTarget{{Id: "c", Job: "j", Scheme: "http", Address: "x:1", MetricsPath: "/m", ScrapeIntervalMs: 1000, ScrapeTimeoutMs: 1000, MetricRelabelConfigs: "- action: explode\n"}}},
+		"timeout > interval": {Epoch: 4, Targets: []*watershedv1.ScrapeTarget{{Id: "d", Job: "j", Scheme: "http", Address: "x:1", MetricsPath: "/m", ScrapeIntervalMs: 1000, ScrapeTimeoutMs: 5000}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := c.apply(a); err == nil {
+				t.Fatal("accepted")
+			}
+			if c.epoch.Load() != 1 {
+				t.Errorf("epoch moved to %d", c.epoch.Load())
+			}
+		})
+	}
+}
