@@ -329,6 +329,13 @@ type MetricsConfig struct {
 	ScrapeTimeout  time.Duration  `yaml:"scrapeTimeout"`
 	BodySizeLimit  flagext.Bytes  `yaml:"bodySizeLimit"`
 	StaticTargets  []StaticTarget `yaml:"staticTargets"`
+
+	AutoDiscover     AutoDiscoverConfig `yaml:"autoDiscover"`
+	Kubelet          JobConfig          `yaml:"kubelet"`
+	Cadvisor         JobConfig          `yaml:"cadvisor"`
+	KubeStateMetrics JobConfig          `yaml:"kube-state-metrics"`
+	NodeExporter     JobConfig          `yaml:"node-exporter"`
+	Apiserver        JobConfig          `yaml:"apiserver"`
 }
 
 // StaticTarget is a scrape job with fixed targets, for local mode.
@@ -370,6 +377,12 @@ func (c *MetricsConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) 
 	f.DurationVar(&c.ScrapeTimeout, prefix+"scrapeTimeout", 10*time.Second, "Default scrape timeout (capped at the interval).")
 	c.BodySizeLimit = 32 << 20
 	f.Var(&c.BodySizeLimit, prefix+"bodySizeLimit", "Largest uncompressed scrape body; a larger one fails the scrape (up 0). 0 means no limit.")
+	c.AutoDiscover.RegisterFlagsWithPrefix(prefix+"autoDiscover.", f)
+	c.Kubelet.registerFlags(prefix+"kubelet.", f, true)
+	c.Cadvisor.registerFlags(prefix+"cadvisor.", f, true)
+	c.KubeStateMetrics.registerFlags(prefix+"kube-state-metrics.", f, true)
+	c.NodeExporter.registerFlags(prefix+"node-exporter.", f, true)
+	c.Apiserver.registerFlags(prefix+"apiserver.", f, false)
 }
 
 // Validate checks the section.
@@ -381,6 +394,10 @@ func (c *MetricsConfig) Validate() error {
 	if c.ScrapeTimeout <= 0 {
 		errs = append(errs, fieldErr("metrics.scrapeTimeout", "must be positive"))
 	}
+	errs = append(errs, c.AutoDiscover.Validate(),
+		c.Kubelet.validate("metrics.kubelet"), c.Cadvisor.validate("metrics.cadvisor"),
+		c.KubeStateMetrics.validate("metrics.kube-state-metrics"), c.NodeExporter.validate("metrics.node-exporter"),
+		c.Apiserver.validate("metrics.apiserver"))
 	jobs := map[string]bool{}
 	for i, t := range c.StaticTargets {
 		p := fmt.Sprintf("metrics.staticTargets[%d]", i)

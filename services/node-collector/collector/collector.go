@@ -81,7 +81,7 @@ func (c *Collector) starting(ctx context.Context) error {
 	if _, err := bus.EnsureStream(ctx, c.bus.JetStream(), bus.RawStreamConfig(c.cfg.NATS)); err != nil {
 		return err
 	}
-	kv, err := ensureHeartbeatBucket(ctx, c.bus.JetStream(), c.cfg.NATS.RawStream.Replicas)
+	kv, err := EnsureHeartbeatBucket(ctx, c.bus.JetStream(), c.cfg.NATS.RawStream.Replicas)
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,8 @@ const (
 // Version is the collector's build version, set at link time.
 var Version = "dev"
 
-func ensureHeartbeatBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+// EnsureHeartbeatBucket creates the heartbeat bucket if it is missing.
+func EnsureHeartbeatBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      HeartbeatBucket,
 		Description: "Watershed node-collector heartbeats",

@@ -1,0 +1,61 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/watershed-dev/watershed/platform/runtime"
+)
+
+// NewFromEnv makes discovery for a process: Kubernetes credentials from
+// KUBECONFIG (as kubectl does) or the in-cluster service account; without
+// either, local mode.
+func NewFromEnv(env *runtime.Env) (*Discovery, error) {
+	client, err := kubeClient()
+	if err != nil {
+		return nil, err
+	}
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = "monitoring"
+	}
+	d := New(Config{
+		Metrics: env.Config.Metrics, NATS: env.Config.NATS,
+		Identity: identity(), LeaseNamespace: ns, LeaseName: "watershed-discovery",
+		Debounce: 200 * time.Millisecond,
+	}, client, env.Bus, env.Registry, env.Logger)
+	d.RegisterHandlers(env.Server.Mux(), env.Config)
+	return d, nil
+}
+
+// kubeClient is nil, nil when there are no credentials at all.
+func kubeClient() (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if path := os.Getenv("KUBECONFIG"); path != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("KUBECONFIG %s: %w", path, err)
+		}
+	} else {
+		cfg, err = rest.InClusterConfig()
+		if errors.Is(err, rest.ErrNotInCluster) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config: %w", err)
+		}
+	}
+	cfg.UserAgent = "watershed-discovery"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return client, nil
+}
