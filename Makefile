@@ -14,8 +14,7 @@ TOOLS_DIR ?= $(HOME)/.cache/watershed/tools
 PROTOC_GEN_GO_VERSION := v1.36.12
 export PATH := $(TOOLS_DIR)/bin:$(PATH)
 
-MODULES := platform proto services/node-collector services/router services/writer-mimir cmd/watershed
-BINARIES := node-collector router writer-mimir watershed
+MODULES := platform proto services/discovery services/node-collector services/router services/writer-mimir cmd/watershed
 CONFIG ?= examples/local.yaml
 
 .PHONY: all build run test test-unit test-e2e bench proto proto-check tools deps-debian tidy clean
@@ -24,6 +23,7 @@ all: build
 
 build:
 	@mkdir -p bin
+	go build -o bin/discovery ./services/discovery/cmd/discovery
 	go build -o bin/node-collector ./services/node-collector/cmd/node-collector
 	go build -o bin/router ./services/router/cmd/router
 	go build -o bin/writer-mimir ./services/writer-mimir/cmd/writer-mimir

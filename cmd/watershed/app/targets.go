@@ -8,14 +8,16 @@ import (
 	"github.com/grafana/dskit/services"
 
 	"github.com/watershed-dev/watershed/platform/runtime"
+	"github.com/watershed-dev/watershed/services/discovery/discovery"
 	"github.com/watershed-dev/watershed/services/node-collector/collector"
 	"github.com/watershed-dev/watershed/services/router/router"
 	"github.com/watershed-dev/watershed/services/writer-mimir/mimirwriter"
 )
 
 // Targets in stop order: intake first, so that at shutdown nothing new
-// comes in while the rest flushes.
-var Targets = []string{"node-collector", "router", "writer-mimir"}
+// comes in while the rest flushes. Discovery without Kubernetes
+// credentials serves only the status endpoints.
+var Targets = []string{"node-collector", "router", "writer-mimir", "discovery"}
 
 // ParseTargets reads -target: "all" or a comma-separated list.
 func ParseTargets(s string) ([]string, error) {
@@ -50,6 +52,12 @@ func Build(targets []string) runtime.BuildFunc {
 				groups = append(groups, []services.Service{router.NewFromEnv(env)})
 			case "writer-mimir":
 				groups = append(groups, []services.Service{mimirwriter.NewFromEnv(env)})
+			case "discovery":
+				d, err := discovery.NewFromEnv(env)
+				if err != nil {
+					return nil, err
+				}
+				groups = append(groups, []services.Service{d})
 			default:
 				return nil, fmt.Errorf("unknown target %q", t)
 			}

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // runLeaderElection campaigns for the Lease until ctx ends; while this

@@ -53,9 +53,9 @@ func EnsureAssignmentBucket(ctx context.Context, js jetstream.JetStream, replica
 	return kv, nil
 }
 
-// assignedPlan adds the assigned targets to a plan: targets with the same
+// withAssignment adds the assigned targets to a plan: targets with the same
 // scrape settings share one scrape pool.
-func (p scrapePlan) withAssignment(a *watershedv1.CollectorAssignment, sa ServiceAccountCredentials) (scrapePlan, error) {
+func (p scrapePlan) withAssignment(a *watershedv1.CollectorAssignment, sa ServiceAccountCredentials, cluster string) (scrapePlan, error) {
 	out := scrapePlan{jobs: append([]promScrapeJob(nil), p.jobs...), groups: make(map[string][]*targetgroup.Group, len(p.groups))}
 	for k, v := range p.groups {
 		out.groups[k] = v
@@ -69,7 +69,11 @@ func (p scrapePlan) withAssignment(a *watershedv1.CollectorAssignment, sa Servic
 		if _, ok := pools[job.JobName]; !ok {
 			pools[job.JobName] = len(out.jobs)
 			out.jobs = append(out.jobs, job)
-			out.groups[job.JobName] = []*targetgroup.Group{{Source: "assigned/" + job.JobName}}
+			g := &targetgroup.Group{Source: "assigned/" + job.JobName, Labels: model.LabelSet{}}
+			if cluster != "" {
+				g.Labels["cluster"] = model.LabelValue(cluster)
+			}
+			out.groups[job.JobName] = []*targetgroup.Group{g}
 		}
 		g := out.groups[job.JobName][0]
 		ls := model.LabelSet{model.AddressLabel: model.LabelValue(t.GetAddress()), targetIDLabel: model.LabelValue(t.GetId())}
@@ -169,7 +173,7 @@ const emptyPoolGrace = 10 * time.Minute
 
 // apply replaces the scrape plan by the static targets plus an assignment.
 func (c *Collector) apply(a *watershedv1.CollectorAssignment) error {
-	plan, err := c.static.withAssignment(a, c.cfg.ServiceAccount)
+	plan, err := c.static.withAssignment(a, c.cfg.ServiceAccount, c.cfg.Cluster)
 	if err != nil {
 		return err
 	}

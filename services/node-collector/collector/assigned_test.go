@@ -67,7 +67,7 @@ func TestCollectorScrapesWhatItIsAssigned(t *testing.T) {
 	})
 	got := scrapedSamples(t, b, func(s []sample) bool { return len(find(s, "kept_metric", nil)) >= 2 })
 	kept := find(got, "kept_metric", nil)[0]
-	for k, v := range map[string]string{"job": "integrations/app", "namespace": "shop", "instance": "app-0", "module": "http_2xx"} {
+	for k, v := range map[string]string{"job": "integrations/app", "namespace": "shop", "instance": "app-0", "module": "http_2xx", "cluster": "test"} {
 		if kept.labels[k] != v {
 			t.Errorf("label %s=%q, want %q (%v)", k, kept.labels[k], v, kept.labels)
 		}
