@@ -17,7 +17,7 @@ export PATH := $(TOOLS_DIR)/bin:$(PATH)
 MODULES := platform proto services/discovery services/node-collector services/router services/writer-mimir cmd/watershed
 CONFIG ?= examples/local.yaml
 
-.PHONY: all build run test test-unit test-e2e bench proto proto-check tools deps-debian tidy clean
+.PHONY: all build run test bench proto tools tools-k8s deps-debian tidy clean
 
 all: build
 
@@ -45,7 +45,12 @@ deps-debian:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-tools: deps-debian
+# etcd and kube-apiserver for the tests against a real API server: built
+# once per machine (15-50 min on 2 cores), cached in $(TOOLS_DIR)/k8s.
+tools-k8s:
+	@TOOLS_DIR="$(TOOLS_DIR)" GOFLAGS= ./hack/k8s-test-binaries.sh
+
+tools: deps-debian tools-k8s
 	@if [ ! -x "$(TOOLS_DIR)/bin/protoc-gen-go" ] || ! "$(TOOLS_DIR)/bin/protoc-gen-go" --version | grep -q "$(PROTOC_GEN_GO_VERSION)"; then \
 	  echo "installing protoc-gen-go $(PROTOC_GEN_GO_VERSION) into $(TOOLS_DIR)"; \
 	  GOBIN="$(TOOLS_DIR)/bin" GOFLAGS= go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION); \
