@@ -12,6 +12,7 @@ type metrics struct {
 	collectors        prometheus.Gauge
 	leader            prometheus.Gauge
 	assignmentWrites  prometheus.Counter
+	metadataWrites    prometheus.Counter
 	reconcileErrors   prometheus.Counter
 	reconcileDuration prometheus.Histogram
 }
@@ -36,6 +37,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		assignmentWrites: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_discovery_assignment_writes_total", Help: "Collector assignments written because they changed.",
+		}),
+		metadataWrites: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_discovery_metadata_writes_total", Help: "Pod metadata keys written or deleted because they changed.",
 		}),
 		reconcileErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_discovery_reconcile_errors_total", Help: "Reconciliations that failed.",

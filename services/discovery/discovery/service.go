@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
 
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/config"
@@ -51,6 +52,7 @@ type Discovery struct {
 	changed     chan struct{}
 	leading     atomic.Bool
 	writer      *assignmentWriter
+	metaWriter  *metadataWriter
 
 	mu       sync.Mutex
 	lastPlan *plan // for the status API
@@ -72,6 +74,8 @@ func New(cfg Config, client kubernetes.Interface, b *bus.Bus, reg prometheus.Reg
 		changed: make(chan struct{}, 1),
 	}
 	d.Service = services.NewBasicService(d.starting, d.running, nil)
+	// client-go logs through klog; send it to the process's JSON log.
+	klog.SetSlogLogger(d.logger)
 	return d
 }
 
@@ -85,6 +89,11 @@ func (d *Discovery) starting(ctx context.Context) error {
 		return err
 	}
 	d.writer = &assignmentWriter{kv: d.assignments, identity: d.cfg.Identity, logger: d.logger}
+	metaKV, err := EnsureMetadataBucket(ctx, js, d.cfg.NATS.RawStream.Replicas)
+	if err != nil {
+		return err
+	}
+	d.metaWriter = &metadataWriter{kv: metaKV}
 	if _, err := labels.Parse(d.cfg.Metrics.AutoDiscover.LabelSelector); err != nil {
 		return fmt.Errorf("metrics.autoDiscover.labelSelector: %w", err)
 	}
@@ -226,6 +235,11 @@ func (d *Discovery) reconcile(ctx context.Context) error {
 	}
 	written, err := d.writer.write(ctx, p.assignment)
 	d.metrics.assignmentWrites.Add(float64(written))
+	if err != nil {
+		return err
+	}
+	written, err = d.metaWriter.write(ctx, objs.Pods)
+	d.metrics.metadataWrites.Add(float64(written))
 	d.metrics.reconcileDuration.Observe(time.Since(start).Seconds())
 	return err
 }

@@ -142,6 +142,21 @@ func TestLeaderPushesAssignmentsAndChangesArriveFast(t *testing.T) {
 	if n := testutil.ToFloat64(d2.metrics.assignmentWrites); n != 0 {
 		t.Errorf("the new leader rewrote %v assignments that were still right", n)
 	}
+	if n := testutil.ToFloat64(d2.metrics.metadataWrites); n != 0 {
+		t.Errorf("the new leader rewrote %v pod metadata keys that were still right", n)
+	}
+	meta, err := EnsureMetadataBucket(ctx, r.bus.JetStream(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := meta.Get(ctx, "node.node-b")
+	if err != nil {
+		t.Fatalf("no pod metadata for node-b: %v", err)
+	}
+	var np watershedv1.NodePods
+	if err := proto.Unmarshal(e.Value(), &np); err != nil || len(np.Pods) != 1 || np.Pods[0].Name != "cart-0" || np.Pods[0].Ips[0] != "10.1.0.5" {
+		t.Errorf("node-b pods %v (%v)", &np, err)
+	}
 	if e := r.assignment(t, "node-b").GetEpoch(); e != epochB {
 		t.Errorf("node-b's epoch changed from %d to %d on hand-over", epochB, e)
 	}
