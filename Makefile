@@ -65,6 +65,7 @@ test: tools
 
 bench: tools build
 	go test -run '^$$' -bench . -benchmem -count=1 ./platform/... ./services/node-collector/...
+	go test -run '^$$' -bench PodChangeToAssignment -benchtime 20x -count=1 ./services/discovery/discovery/
 	go run ./cmd/watershed/bench/e2e -duration=30s
 
 tidy:

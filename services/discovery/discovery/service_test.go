@@ -29,7 +29,7 @@ type rig struct {
 	hb     jetstream.KeyValue
 }
 
-func newRig(t *testing.T, objs ...*corev1.Node) *rig {
+func newRig(t testing.TB, objs ...*corev1.Node) *rig {
 	b := bustest.Open(t, bustest.NATSConfig(t.TempDir()))
 	ctx := context.Background()
 	kv, err := collector.EnsureAssignmentBucket(ctx, b.JetStream(), 1)
@@ -50,14 +50,14 @@ func newRig(t *testing.T, objs ...*corev1.Node) *rig {
 }
 
 // heartbeat announces a collector, as a running node collector does.
-func (r *rig) heartbeat(t *testing.T, name string) {
+func (r *rig) heartbeat(t testing.TB, name string) {
 	b, _ := proto.Marshal(&watershedv1.CollectorHeartbeat{Name: name, SentUnixMs: time.Now().UnixMilli()})
 	if _, err := r.hb.Put(context.Background(), name, b); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (r *rig) start(t *testing.T, identity string) (*Discovery, *prometheus.Registry) {
+func (r *rig) start(t testing.TB, identity string) (*Discovery, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	m := metricsConfig()
 	d := New(Config{Metrics: *m, NATS: bustest.NATSConfig(""), Identity: identity, LeaseNamespace: "monitoring", LeaseName: "watershed-discovery", Debounce: 50 * time.Millisecond},
@@ -69,7 +69,7 @@ func (r *rig) start(t *testing.T, identity string) (*Discovery, *prometheus.Regi
 	return d, reg
 }
 
-func (r *rig) assignment(t *testing.T, collector string) *watershedv1.CollectorAssignment {
+func (r *rig) assignment(t testing.TB, collector string) *watershedv1.CollectorAssignment {
 	e, err := r.kv.Get(context.Background(), collector)
 	if err != nil {
 		return nil
@@ -81,7 +81,7 @@ func (r *rig) assignment(t *testing.T, collector string) *watershedv1.CollectorA
 	return a
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
