@@ -18,8 +18,9 @@ import (
 
 // BenchmarkPodChangeToAssignment: 5,000 annotated pods on 100 nodes in a
 // fake cluster; each op changes one pod's job annotation and waits until
-// its node collector's assignment carries it. ns/op is that latency; the
-// heap after a GC is discovery's memory for the cluster.
+// its node collector's assignment carries it. ns/op is that latency;
+// MiB-heap-total is the heap after a GC with discovery running, the fake
+// cluster's store included (logged alone before discovery starts).
 func BenchmarkPodChangeToAssignment(b *testing.B) {
 	const nodes, podsPerNode = 100, 50
 	var nodeList []string
@@ -44,6 +45,7 @@ func BenchmarkPodChangeToAssignment(b *testing.B) {
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
+	b.Logf("heap with the fake cluster alone: %.1f MiB", float64(before.HeapAlloc)/(1<<20))
 	d, _ := r.start(b, "discovery-0")
 	waitFor(b, 60*time.Second, "all nodes assigned", func() bool {
 		a := r.assignment(b, nodeList[nodes-1])
@@ -52,7 +54,9 @@ func BenchmarkPodChangeToAssignment(b *testing.B) {
 	var after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	heapMiB := float64(after.HeapAlloc-min(after.HeapAlloc, before.HeapAlloc)) / (1 << 20)
+	// The fake cluster's own store is in this heap too; the log line above
+	// gives it alone.
+	heapMiB := float64(after.HeapAlloc) / (1 << 20)
 
 	w, err := r.kv.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
@@ -74,7 +78,7 @@ func BenchmarkPodChangeToAssignment(b *testing.B) {
 		waitAssigned(b, w, nodeList[n], job)
 	}
 	b.StopTimer()
-	b.ReportMetric(heapMiB, "MiB-heap-discovery")
+	b.ReportMetric(heapMiB, "MiB-heap-total")
 	_ = services.StopAndAwaitTerminated(ctx, d)
 }
 
