@@ -336,6 +336,8 @@ type MetricsConfig struct {
 	KubeStateMetrics JobConfig          `yaml:"kube-state-metrics"`
 	NodeExporter     JobConfig          `yaml:"node-exporter"`
 	Apiserver        JobConfig          `yaml:"apiserver"`
+	ServiceMonitors  MonitorsConfig     `yaml:"serviceMonitors"`
+	PodMonitors      MonitorsConfig     `yaml:"podMonitors"`
 }
 
 // StaticTarget is a scrape job with fixed targets, for local mode.
@@ -383,6 +385,8 @@ func (c *MetricsConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) 
 	c.KubeStateMetrics.registerFlags(prefix+"kube-state-metrics.", f, true)
 	c.NodeExporter.registerFlags(prefix+"node-exporter.", f, true)
 	c.Apiserver.registerFlags(prefix+"apiserver.", f, false)
+	c.ServiceMonitors.registerFlags(prefix+"serviceMonitors.", f, true)
+	c.PodMonitors.registerFlags(prefix+"podMonitors.", f, false)
 }
 
 // Validate checks the section.

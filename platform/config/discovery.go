@@ -116,3 +116,21 @@ func (c *JobConfig) validate(path string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// MonitorsConfig switches the Prometheus Operator's ServiceMonitors or
+// PodMonitors.
+type MonitorsConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// AllowFileReferences lets a ServiceMonitor make a collector read files
+	// on its node (bearerTokenFile, tlsConfig caFile/certFile/keyFile);
+	// anyone who can create a ServiceMonitor could otherwise send a node's
+	// service-account token anywhere.
+	AllowFileReferences bool `yaml:"allowFileReferences"`
+}
+
+func (c *MonitorsConfig) registerFlags(prefix string, f *flag.FlagSet, files bool) {
+	f.BoolVar(&c.Enabled, prefix+"enabled", true, "Scrape what the Prometheus Operator's custom resources of this kind select (when the CRD is installed).")
+	if files {
+		f.BoolVar(&c.AllowFileReferences, prefix+"allowFileReferences", false, "Let these resources make a collector read files on its node (bearerTokenFile, tlsConfig caFile/certFile/keyFile).")
+	}
+}

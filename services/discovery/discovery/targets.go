@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -41,6 +42,9 @@ type Objects struct {
 	Services       []*corev1.Service
 	EndpointSlices []*discoveryv1.EndpointSlice
 	Namespaces     []*corev1.Namespace
+	// ServiceMonitors and PodMonitors are empty when their CRD is missing.
+	ServiceMonitors []*monitoringv1.ServiceMonitor
+	PodMonitors     []*monitoringv1.PodMonitor
 }
 
 // Job names of the built-in jobs, as the Kubernetes monitoring mixins and
@@ -78,6 +82,20 @@ func Compute(cfg *config.MetricsConfig, objs Objects) ([]Target, []Problem) {
 	}
 	for _, s := range objs.Services {
 		c.service(s, slicesBySvc[s.Namespace+"/"+s.Name])
+	}
+	if c.cfg.ServiceMonitors.Enabled && len(objs.ServiceMonitors) > 0 {
+		pods := make(map[string]*corev1.Pod, len(objs.Pods))
+		for _, p := range objs.Pods {
+			pods[p.Namespace+"/"+p.Name] = p
+		}
+		for _, sm := range objs.ServiceMonitors {
+			c.serviceMonitor(sm, objs.Services, slicesBySvc, pods)
+		}
+	}
+	if c.cfg.PodMonitors.Enabled {
+		for _, pm := range objs.PodMonitors {
+			c.podMonitor(pm, objs.Pods)
+		}
 	}
 	sort.Slice(c.targets, func(i, j int) bool { return c.targets[i].Id < c.targets[j].Id })
 	return dedupe(c.targets), c.problems
