@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -17,7 +18,7 @@ import (
 // KUBECONFIG (as kubectl does) or the in-cluster service account; without
 // either, local mode.
 func NewFromEnv(env *runtime.Env) (*Discovery, error) {
-	client, err := kubeClient()
+	clients, err := kubeClients()
 	if err != nil {
 		return nil, err
 	}
@@ -28,34 +29,38 @@ func NewFromEnv(env *runtime.Env) (*Discovery, error) {
 	d := New(Config{
 		Metrics: env.Config.Metrics, NATS: env.Config.NATS,
 		Identity: identity(), LeaseNamespace: ns, LeaseName: "watershed-discovery",
-		Debounce: 200 * time.Millisecond,
-	}, client, env.Bus, env.Registry, env.Logger)
+		Debounce: 200 * time.Millisecond, CRDRecheck: 30 * time.Second,
+	}, clients, env.Bus, env.Registry, env.Logger)
 	d.RegisterHandlers(env.Server.Mux(), env.Config)
 	return d, nil
 }
 
-// kubeClient is nil, nil when there are no credentials at all.
-func kubeClient() (kubernetes.Interface, error) {
+// kubeClients are empty when there are no credentials at all.
+func kubeClients() (Clients, error) {
 	var cfg *rest.Config
 	var err error
 	if path := os.Getenv("KUBECONFIG"); path != "" {
 		cfg, err = clientcmd.BuildConfigFromFlags("", path)
 		if err != nil {
-			return nil, fmt.Errorf("KUBECONFIG %s: %w", path, err)
+			return Clients{}, fmt.Errorf("KUBECONFIG %s: %w", path, err)
 		}
 	} else {
 		cfg, err = rest.InClusterConfig()
 		if errors.Is(err, rest.ErrNotInCluster) {
-			return nil, nil
+			return Clients{}, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("in-cluster config: %w", err)
+			return Clients{}, fmt.Errorf("in-cluster config: %w", err)
 		}
 	}
 	cfg.UserAgent = "watershed-discovery"
-	client, err := kubernetes.NewForConfig(cfg)
+	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return Clients{}, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return client, nil
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return Clients{}, fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	return Clients{Kube: kube, Dynamic: dyn}, nil
 }

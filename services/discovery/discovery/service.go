@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -34,6 +35,9 @@ type Config struct {
 	LeaseNamespace, LeaseName string
 	// Debounce is how long discovery waits after a change for more.
 	Debounce time.Duration
+	// CRDRecheck is how often a missing ServiceMonitor or PodMonitor CRD
+	// is looked for again.
+	CRDRecheck time.Duration
 }
 
 // Discovery is the discovery service.
@@ -53,6 +57,7 @@ type Discovery struct {
 	leading     atomic.Bool
 	writer      *assignmentWriter
 	metaWriter  *metadataWriter
+	monitors    *monitorInformers // nil without a dynamic client
 
 	mu       sync.Mutex
 	lastPlan *plan // for the status API
@@ -66,12 +71,22 @@ type plan struct {
 	assignment Assignment
 }
 
-// New makes the service; client is nil without Kubernetes credentials.
-func New(cfg Config, client kubernetes.Interface, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger) *Discovery {
+// Clients are the Kubernetes API clients; all nil in local mode.
+type Clients struct {
+	Kube kubernetes.Interface
+	// Dynamic reads the Prometheus Operator's custom resources.
+	Dynamic dynamic.Interface
+}
+
+// New makes the service; clients are nil without Kubernetes credentials.
+func New(cfg Config, clients Clients, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger) *Discovery {
 	d := &Discovery{
-		cfg: cfg, client: client, bus: b, metrics: newMetrics(reg),
+		cfg: cfg, client: clients.Kube, bus: b, metrics: newMetrics(reg),
 		logger:  logger.With("component", "discovery"),
 		changed: make(chan struct{}, 1),
+	}
+	if clients.Kube != nil && clients.Dynamic != nil {
+		d.monitors = newMonitorInformers(d, clients.Dynamic)
 	}
 	d.Service = services.NewBasicService(d.starting, d.running, nil)
 	// client-go logs through klog; send it to the process's JSON log.
@@ -141,6 +156,9 @@ func (d *Discovery) running(ctx context.Context) error {
 		return nil
 	}
 	go d.watchCollectors(ctx)
+	if d.monitors != nil {
+		go d.monitors.run(ctx)
+	}
 	leaderDone := make(chan error, 1)
 	go func() { leaderDone <- d.runLeaderElection(ctx) }()
 	d.trigger()
@@ -220,7 +238,12 @@ func (d *Discovery) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var crdProblems []Problem
+	if d.monitors != nil {
+		crdProblems = d.monitors.list(&objs)
+	}
 	targets, problems := Compute(&d.cfg.Metrics, objs)
+	problems = append(problems, crdProblems...)
 	live, err := d.liveCollectors(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 		return err

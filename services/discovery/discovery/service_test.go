@@ -4,17 +4,27 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/grafana/dskit/services"
 	"github.com/nats-io/nats.go/jetstream"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	"k8s.io/client-go/dynamic"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/bus/bustest"
@@ -23,10 +33,11 @@ import (
 )
 
 type rig struct {
-	bus    *bus.Bus
-	client *fake.Clientset
-	kv     jetstream.KeyValue
-	hb     jetstream.KeyValue
+	bus     *bus.Bus
+	client  *fake.Clientset
+	dynamic dynamic.Interface
+	kv      jetstream.KeyValue
+	hb      jetstream.KeyValue
 }
 
 func newRig(t testing.TB, objs ...*corev1.Node) *rig {
@@ -46,7 +57,11 @@ func newRig(t testing.TB, objs ...*corev1.Node) *rig {
 			t.Fatal(err)
 		}
 	}
-	return &rig{bus: b, client: client, kv: kv, hb: hb}
+	scheme := runtime.NewScheme()
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{
+		ServiceMonitorGVR: "ServiceMonitorList", PodMonitorGVR: "PodMonitorList",
+	})
+	return &rig{bus: b, client: client, dynamic: dyn, kv: kv, hb: hb}
 }
 
 // heartbeat announces a collector, as a running node collector does.
@@ -60,8 +75,8 @@ func (r *rig) heartbeat(t testing.TB, name string) {
 func (r *rig) start(t testing.TB, identity string) (*Discovery, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	m := metricsConfig()
-	d := New(Config{Metrics: *m, NATS: bustest.NATSConfig(""), Identity: identity, LeaseNamespace: "monitoring", LeaseName: "watershed-discovery", Debounce: 50 * time.Millisecond},
-		r.client, r.bus, reg, slog.New(slog.DiscardHandler))
+	d := New(Config{Metrics: *m, NATS: bustest.NATSConfig(""), Identity: identity, LeaseNamespace: "monitoring", LeaseName: "watershed-discovery", Debounce: 50 * time.Millisecond, CRDRecheck: 100 * time.Millisecond},
+		Clients{Kube: r.client, Dynamic: r.dynamic}, r.bus, reg, slog.New(slog.DiscardHandler))
 	if err := services.StartAndAwaitRunning(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
@@ -205,4 +220,52 @@ func TestMalformedAnnotationsAreShownNotFatal(t *testing.T) {
 	if !hasTarget(r.assignment(t, "node-a"), JobKubelet) {
 		waitFor(t, 10*time.Second, "the kubelet target still assigned", func() bool { return hasTarget(r.assignment(t, "node-a"), JobKubelet) })
 	}
+}
+
+// TestServiceMonitorCRDInstalledLater: without the CRD discovery works and
+// says so once; once the CRD appears, its ServiceMonitors are scraped.
+func TestServiceMonitorCRDInstalledLater(t *testing.T) {
+	r := newRig(t, node("node-a", "192.168.1.10"))
+	r.heartbeat(t, "node-a")
+	ctx := context.Background()
+	objs := shopObjects()
+	for _, p := range objs.Pods[:1] {
+		if _, err := r.client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.client.CoreV1().Services("shop").Create(ctx, objs.Services[0], metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.client.DiscoveryV1().EndpointSlices("shop").Create(ctx, objs.EndpointSlices[0], metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(sm("cart", monitoringv1.Endpoint{Port: "metrics"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := &unstructured.Unstructured{Object: u}
+	obj.SetAPIVersion("monitoring.coreos.com/v1")
+	obj.SetKind("ServiceMonitor")
+	if _, err := r.dynamic.Resource(ServiceMonitorGVR).Namespace("shop").Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fd := r.client.Discovery().(*fakediscovery.FakeDiscovery)
+	fd.Resources = []*metav1.APIResourceList{{GroupVersion: "monitoring.coreos.com/v1", APIResources: []metav1.APIResource{
+		{Name: "servicemonitors", Namespaced: true, Kind: "ServiceMonitor"}, {Name: "podmonitors", Namespaced: true, Kind: "PodMonitor"},
+	}}}
+	var installed atomic.Bool
+	fd.PrependReactor("get", "resource", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !installed.Load() {
+			return true, nil, apierrors.NewNotFound(schema.GroupResource{Group: "monitoring.coreos.com"}, "v1")
+		}
+		return false, nil, nil
+	})
+	r.start(t, "discovery-0")
+	waitFor(t, 10*time.Second, "the kubelet target", func() bool { return hasTarget(r.assignment(t, "node-a"), JobKubelet) })
+	if hasTarget(r.assignment(t, "node-a"), "cart") {
+		t.Fatal("ServiceMonitor scraped before its CRD exists")
+	}
+	installed.Store(true)
+	waitFor(t, 10*time.Second, "the ServiceMonitor's target once the CRD exists", func() bool { return hasTarget(r.assignment(t, "node-a"), "cart") })
 }
