@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/watershed-dev/watershed/platform/runtime"
 )
@@ -22,6 +24,9 @@ func NewFromEnv(env *runtime.Env) (*Discovery, error) {
 	if err != nil {
 		return nil, err
 	}
+	// client-go logs through klog, a global that is not safe to change
+	// while in use: set it once, before any client runs.
+	klogOnce.Do(func() { klog.SetSlogLogger(env.Logger.With("component", "client-go")) })
 	ns := os.Getenv("POD_NAMESPACE")
 	if ns == "" {
 		ns = "monitoring"
@@ -34,6 +39,8 @@ func NewFromEnv(env *runtime.Env) (*Discovery, error) {
 	d.RegisterHandlers(env.Server.Mux(), env.Config)
 	return d, nil
 }
+
+var klogOnce sync.Once
 
 // kubeClients are empty when there are no credentials at all.
 func kubeClients() (Clients, error) {

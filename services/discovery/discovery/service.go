@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/klog/v2"
 
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/config"
@@ -89,8 +88,6 @@ func New(cfg Config, clients Clients, b *bus.Bus, reg prometheus.Registerer, log
 		d.monitors = newMonitorInformers(d, clients.Dynamic)
 	}
 	d.Service = services.NewBasicService(d.starting, d.running, nil)
-	// client-go logs through klog; send it to the process's JSON log.
-	klog.SetSlogLogger(d.logger)
 	return d
 }
 
