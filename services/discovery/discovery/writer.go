@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,7 +33,11 @@ func (w *assignmentWriter) write(ctx context.Context, a Assignment) (int, error)
 	}
 	written := 0
 	epoch := w.epoch + 1
-	for name, targets := range a.ByCollector {
+	// Collectors that lose targets are written before those that gain
+	// them, so that a moving target is more likely stopped before it is
+	// started elsewhere than scraped twice.
+	for _, name := range writeOrder(a, stored) {
+		targets := a.ByCollector[name]
 		prev := stored[name]
 		next := &watershedv1.CollectorAssignment{Collector: name, Leader: w.identity}
 		prevEpochs := map[string]uint64{}
@@ -111,4 +116,30 @@ func sameTargets(a, b []*watershedv1.ScrapeTarget) bool {
 		}
 	}
 	return true
+}
+
+// writeOrder lists the live collectors, those losing a target first.
+func writeOrder(a Assignment, stored map[string]*watershedv1.CollectorAssignment) []string {
+	var losing, rest []string
+	for name, targets := range a.ByCollector {
+		keep := make(map[string]bool, len(targets))
+		for _, t := range targets {
+			keep[t.Id] = true
+		}
+		loses := false
+		for _, t := range stored[name].GetTargets() {
+			if !keep[t.GetId()] {
+				loses = true
+				break
+			}
+		}
+		if loses {
+			losing = append(losing, name)
+		} else {
+			rest = append(rest, name)
+		}
+	}
+	sort.Strings(losing)
+	sort.Strings(rest)
+	return append(losing, rest...)
 }

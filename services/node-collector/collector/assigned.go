@@ -162,6 +162,8 @@ func (c *Collector) watchAssignment(ctx context.Context) error {
 				continue
 			}
 			c.logger.Info("assignment applied", "epoch", a.GetEpoch(), "targets", len(a.GetTargets()), "leader", a.GetLeader())
+			// Say at once which epoch runs here, not at the next heartbeat.
+			c.sendHeartbeat(ctx)
 		}
 	}
 }
