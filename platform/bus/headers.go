@@ -30,6 +30,10 @@ const (
 // block-compressed: exactly a remote-write request body.
 const EncodingPRW1Snappy = "prw1+snappy"
 
+// EncodingLokiPushSnappy is a Loki PushRequest (logproto), snappy
+// block-compressed: exactly a Loki push request body.
+const EncodingLokiPushSnappy = "loki-push+snappy"
+
 // Count reads the item count header.
 func Count(h nats.Header) (int, error) {
 	v := h.Get(HeaderCount)

@@ -20,6 +20,7 @@ type Config struct {
 	NATS             NATSConfig             `yaml:"nats"`
 	ExternalServices ExternalServicesConfig `yaml:"externalServices"`
 	Metrics          MetricsConfig          `yaml:"metrics"`
+	Logs             LogsConfig             `yaml:"logs"`
 }
 
 // RegisterFlags registers every section's flags, with the defaults.
@@ -29,6 +30,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.NATS.RegisterFlagsWithPrefix("nats.", f)
 	c.ExternalServices.RegisterFlagsWithPrefix("externalServices.", f)
 	c.Metrics.RegisterFlagsWithPrefix("metrics.", f)
+	c.Logs.RegisterFlagsWithPrefix("logs.", f)
 }
 
 // Validate checks every section. Errors are *FieldError values naming the key.
@@ -39,6 +41,7 @@ func (c *Config) Validate() error {
 		c.NATS.Validate(),
 		c.ExternalServices.Validate(),
 		c.Metrics.Validate(),
+		c.Logs.Validate(),
 	)
 }
 
@@ -225,16 +228,18 @@ func (c *StreamConfig) validate(path string) error {
 // ExternalServicesConfig holds the backends, keyed as in k8s-monitoring.
 type ExternalServicesConfig struct {
 	Prometheus PrometheusConfig `yaml:"prometheus"`
+	Loki       LokiConfig       `yaml:"loki"`
 }
 
 // RegisterFlagsWithPrefix registers the flags and defaults.
 func (c *ExternalServicesConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	c.Prometheus.RegisterFlagsWithPrefix(prefix+"prometheus.", f)
+	c.Loki.RegisterFlagsWithPrefix(prefix+"loki.", f)
 }
 
 // Validate checks the section.
 func (c *ExternalServicesConfig) Validate() error {
-	return c.Prometheus.Validate()
+	return errors.Join(c.Prometheus.Validate(), c.Loki.Validate())
 }
 
 // PrometheusConfig is the remote-write destination (Mimir, Prometheus, Grafana Cloud).

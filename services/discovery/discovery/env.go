@@ -32,10 +32,10 @@ func NewFromEnv(env *runtime.Env) (*Discovery, error) {
 		ns = "monitoring"
 	}
 	d := New(Config{
-		Metrics: env.Config.Metrics, NATS: env.Config.NATS,
+		Cluster: env.Config.Cluster.Name, Metrics: env.Config.Metrics, Logs: env.Config.Logs, NATS: env.Config.NATS,
 		Identity: identity(), LeaseNamespace: ns, LeaseName: "watershed-discovery",
 		Debounce: 200 * time.Millisecond, CRDRecheck: 30 * time.Second,
-	}, clients, env.Bus, env.Registry, env.Logger)
+	}, Deps{Clients: clients, Bus: env.Bus, PublisherMetrics: env.PublisherMetrics}, env.Registry, env.Logger)
 	d.RegisterHandlers(env.Server.Mux(), env.Config)
 	return d, nil
 }

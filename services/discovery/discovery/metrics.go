@@ -13,6 +13,8 @@ type metrics struct {
 	leader            prometheus.Gauge
 	assignmentWrites  prometheus.Counter
 	metadataWrites    prometheus.Counter
+	eventsPublished   prometheus.Counter
+	eventsDropped     *prometheus.CounterVec
 	reconcileErrors   prometheus.Counter
 	reconcileDuration prometheus.Histogram
 }
@@ -41,6 +43,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		metadataWrites: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_discovery_metadata_writes_total", Help: "Pod metadata keys written or deleted because they changed.",
 		}),
+		eventsPublished: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_discovery_events_published_total", Help: "Kubernetes Events published as log lines.",
+		}),
+		eventsDropped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "watershed_discovery_events_dropped_total", Help: "Kubernetes Events not published, by reason.",
+		}, []string{"reason"}),
 		reconcileErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_discovery_reconcile_errors_total", Help: "Reconciliations that failed.",
 		}),

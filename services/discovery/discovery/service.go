@@ -26,7 +26,9 @@ import (
 
 // Config is what discovery needs.
 type Config struct {
+	Cluster string
 	Metrics config.MetricsConfig
+	Logs    config.LogsConfig
 	NATS    config.NATSConfig
 	// Identity names this replica (its pod name).
 	Identity string
@@ -49,14 +51,17 @@ type Discovery struct {
 	metrics *metrics
 	logger  *slog.Logger
 
-	factory     informers.SharedInformerFactory
-	assignments jetstream.KeyValue
-	heartbeats  jetstream.KeyValue
-	changed     chan struct{}
-	leading     atomic.Bool
-	writer      *assignmentWriter
-	metaWriter  *metadataWriter
-	monitors    *monitorInformers // nil without a dynamic client
+	factory       informers.SharedInformerFactory
+	assignments   jetstream.KeyValue
+	heartbeats    jetstream.KeyValue
+	changed       chan struct{}
+	leading       atomic.Bool
+	writer        *assignmentWriter
+	metaWriter    *metadataWriter
+	monitors      *monitorInformers // nil without a dynamic client
+	events        *eventPublisher   // nil unless cluster events are on
+	pubMetrics    *bus.PublisherMetrics
+	eventsChanged chan struct{}
 
 	mu       sync.Mutex
 	lastPlan *plan // for the status API
@@ -77,12 +82,21 @@ type Clients struct {
 	Dynamic dynamic.Interface
 }
 
-// New makes the service; clients are nil without Kubernetes credentials.
-func New(cfg Config, clients Clients, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger) *Discovery {
+// Deps are what discovery works with.
+type Deps struct {
+	Clients          Clients // empty in local mode
+	Bus              *bus.Bus
+	PublisherMetrics *bus.PublisherMetrics
+}
+
+// New makes the service.
+func New(cfg Config, deps Deps, reg prometheus.Registerer, logger *slog.Logger) *Discovery {
+	clients := deps.Clients
 	d := &Discovery{
-		cfg: cfg, client: clients.Kube, bus: b, metrics: newMetrics(reg),
-		logger:  logger.With("component", "discovery"),
-		changed: make(chan struct{}, 1),
+		cfg: cfg, client: clients.Kube, bus: deps.Bus, pubMetrics: deps.PublisherMetrics, metrics: newMetrics(reg),
+		logger:        logger.With("component", "discovery"),
+		changed:       make(chan struct{}, 1),
+		eventsChanged: make(chan struct{}, 1),
 	}
 	if clients.Kube != nil && clients.Dynamic != nil {
 		d.monitors = newMonitorInformers(d, clients.Dynamic)
@@ -118,6 +132,11 @@ func (d *Discovery) starting(ctx context.Context) error {
 		AddFunc:    func(any) { d.trigger() },
 		UpdateFunc: func(any, any) { d.trigger() },
 		DeleteFunc: func(any) { d.trigger() },
+	}
+	if d.cfg.Logs.Enabled && d.cfg.Logs.ClusterEvents.Enabled {
+		if err := d.setUpEvents(ctx); err != nil {
+			return err
+		}
 	}
 	for _, inf := range []cache.SharedIndexInformer{
 		d.factory.Core().V1().Nodes().Informer(),
@@ -155,6 +174,9 @@ func (d *Discovery) running(ctx context.Context) error {
 	go d.watchCollectors(ctx)
 	if d.monitors != nil {
 		go d.monitors.run(ctx)
+	}
+	if d.events != nil {
+		go d.eventsLoop(ctx)
 	}
 	leaderDone := make(chan error, 1)
 	go func() { leaderDone <- d.runLeaderElection(ctx) }()

@@ -28,6 +28,7 @@ import (
 
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/bus/bustest"
+	"github.com/watershed-dev/watershed/platform/config"
 	"github.com/watershed-dev/watershed/proto/watershedv1"
 	"github.com/watershed-dev/watershed/services/node-collector/collector"
 )
@@ -38,6 +39,7 @@ type rig struct {
 	dynamic dynamic.Interface
 	kv      jetstream.KeyValue
 	hb      jetstream.KeyValue
+	logs    bool // turn cluster events on
 }
 
 func newRig(t testing.TB, objs ...*corev1.Node) *rig {
@@ -75,8 +77,10 @@ func (r *rig) heartbeat(t testing.TB, name string) {
 func (r *rig) start(t testing.TB, identity string) (*Discovery, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	m := metricsConfig()
-	d := New(Config{Metrics: *m, NATS: bustest.NATSConfig(""), Identity: identity, LeaseNamespace: "monitoring", LeaseName: "watershed-discovery", Debounce: 50 * time.Millisecond, CRDRecheck: 100 * time.Millisecond},
-		Clients{Kube: r.client, Dynamic: r.dynamic}, r.bus, reg, slog.New(slog.DiscardHandler))
+	logs := config.Default().Logs
+	logs.Enabled = r.logs
+	d := New(Config{Cluster: "test", Metrics: *m, Logs: logs, NATS: bustest.NATSConfig(""), Identity: identity, LeaseNamespace: "monitoring", LeaseName: "watershed-discovery", Debounce: 50 * time.Millisecond, CRDRecheck: 100 * time.Millisecond},
+		Deps{Clients: Clients{Kube: r.client, Dynamic: r.dynamic}, Bus: r.bus, PublisherMetrics: bus.NewPublisherMetrics(reg)}, reg, slog.New(slog.DiscardHandler))
 	if err := services.StartAndAwaitRunning(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
