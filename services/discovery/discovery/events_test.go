@@ -22,8 +22,8 @@ func event(ns, name, rv, reason, msg string) *corev1.Event {
 		ObjectMeta:     metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + name), ResourceVersion: rv},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: "cart-0", APIVersion: "v1"},
 		Reason:         reason, Message: msg, Type: "Normal",
-		Source:         corev1.EventSource{Component: "kubelet", Host: "node-a"},
-		LastTimestamp:  metav1.NewTime(time.Unix(1700000000, 0)),
+		Source:        corev1.EventSource{Component: "kubelet", Host: "node-a"},
+		LastTimestamp: metav1.NewTime(time.Unix(1700000000, 0)),
 	}
 }
 
