@@ -7,12 +7,21 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/grafana/loki/pkg/push"
+	"github.com/klauspost/compress/s2"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/watershed-dev/watershed/platform/kubetest"
@@ -23,7 +32,8 @@ import (
 // kube-apiserver: an annotated pod on node-a is discovered, assigned to the
 // collector of node-a, scraped and delivered to a real Prometheus with its
 // Kubernetes labels, and shows in /api/v0/web/targets with its owner and
-// health.
+// health; a ServiceMonitor (through its CRD) scrapes the same app under its
+// own job; a Kubernetes Event becomes a log line in the Loki buffer.
 func TestDiscoveryOnARealAPIServer(t *testing.T) {
 	cluster := kubetest.Start(t)
 	restCfg, err := clientcmd.BuildConfigFromFlags("", cluster.Kubeconfig)
@@ -44,15 +54,28 @@ func TestDiscoveryOnARealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	installServiceMonitorCRD(t, restCfg)
+
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, "# TYPE shop_orders_total counter\nshop_orders_total 5\n")
 	}))
 	defer app.Close()
 	_, port, _ := net.SplitHostPort(app.Listener.Addr().String())
 
+	createServiceMonitored(t, client, restCfg, port)
+	if _, err := client.CoreV1().Events("shop").Create(ctx, &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Namespace: "shop", Name: "orders-0.started"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "shop", Name: "orders-0", APIVersion: "v1"},
+		Reason:         "Started", Message: "Started container orders", Type: "Normal",
+		Source: corev1.EventSource{Component: "kubelet", Host: "node-a"}, LastTimestamp: metav1.Now(),
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	p := startPrometheus(t)
 	cfg := baseConfig(t, t.TempDir(), p.url())
 	cfg.Metrics.Kubelet.Enabled, cfg.Metrics.Cadvisor.Enabled = false, false // no kubelet here
+	cfg.Logs.Enabled = true
 	t.Setenv("KUBECONFIG", cluster.Kubeconfig)
 	t.Setenv("NODE_NAME", "node-a")
 	t.Setenv("POD_NAMESPACE", "monitoring")
@@ -79,6 +102,11 @@ func TestDiscoveryOnARealAPIServer(t *testing.T) {
 		return ok && v == 5, fmt.Sprintf("value %v present %v", v, ok)
 	})
 	t.Logf("from pod running to its first sample in Prometheus: %s", time.Since(running).Round(time.Millisecond))
+	waitFor(t, 30*time.Second, "the ServiceMonitor's target in Prometheus", func() (bool, string) {
+		v, ok := p.scalar(t, `shop_orders_total{job="orders",service="orders",endpoint="metrics",namespace="shop",pod="orders-0",team="sales"}`)
+		return ok && v == 5, fmt.Sprintf("value %v present %v", v, ok)
+	})
+	assertEventInLokiBuffer(t, a, "reason=Started")
 
 	var st discovery.Status
 	waitFor(t, 20*time.Second, "the target up in /api/v0/web/targets", func() (bool, string) {
@@ -101,4 +129,104 @@ func TestDiscoveryOnARealAPIServer(t *testing.T) {
 	if !st.Leader || len(st.Collectors) != 1 || st.Collectors[0].Name != "node-a" {
 		t.Errorf("status: leader=%v collectors=%+v", st.Leader, st.Collectors)
 	}
+}
+
+// installServiceMonitorCRD installs a minimal monitoring.coreos.com/v1
+// ServiceMonitor CRD (schema left open), as the operator's chart would.
+func installServiceMonitorCRD(t *testing.T, restCfg *rest.Config) {
+	t.Helper()
+	dyn := dynamic.NewForConfigOrDie(restCfg)
+	crd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "servicemonitors.monitoring.coreos.com"},
+		"spec": map[string]any{
+			"group": "monitoring.coreos.com", "scope": "Namespaced",
+			"names": map[string]any{"kind": "ServiceMonitor", "listKind": "ServiceMonitorList", "plural": "servicemonitors", "singular": "servicemonitor"},
+			"versions": []any{map[string]any{
+				"name": "v1", "served": true, "storage": true,
+				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+			}},
+		},
+	}}
+	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	if _, err := dyn.Resource(gvr).Create(context.Background(), crd, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	disc := kubernetes.NewForConfigOrDie(restCfg).Discovery()
+	waitFor(t, 30*time.Second, "the ServiceMonitor CRD served", func() (bool, string) {
+		_, err := disc.ServerResourcesForGroupVersion("monitoring.coreos.com/v1")
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
+// createServiceMonitored makes Service shop/orders with its EndpointSlice
+// (no controller fills it here) pointing at the test's app, and a
+// ServiceMonitor selecting it.
+func createServiceMonitored(t *testing.T, client kubernetes.Interface, restCfg *rest.Config, port string) {
+	t.Helper()
+	ctx := context.Background()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders", Labels: map[string]string{"app": "orders", "team": "sales"}},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "metrics", Port: 80}}},
+	}
+	if _, err := client.CoreV1().Services("shop").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(port)
+	p32, name, node, ready := int32(n), "metrics", "node-a", true
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders-1", Labels: map[string]string{discoveryv1.LabelServiceName: "orders"}},
+		// The API server refuses loopback addresses in EndpointSlices; this
+		// documentation address is never contacted: the ServiceMonitor's
+		// relabeling points the target at the test's app on loopback.
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &p32}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.10"}, NodeName: &node, Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "shop", Name: "orders-0"}}},
+	}
+	if _, err := client.DiscoveryV1().EndpointSlices("shop").Create(ctx, es, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sm := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+		"metadata": map[string]any{"namespace": "shop", "name": "orders"},
+		"spec": map[string]any{
+			"selector":     map[string]any{"matchLabels": map[string]any{"app": "orders"}},
+			"targetLabels": []any{"team"},
+			"endpoints": []any{map[string]any{"port": "metrics", "interval": "1s", "relabelings": []any{map[string]any{
+				"sourceLabels": []any{"__address__"}, "regex": "192\\.0\\.2\\.10:(.*)", "replacement": "127.0.0.1:$1",
+				"targetLabel": "__address__", "action": "replace",
+			}}}},
+		},
+	}}
+	gvr := schema.GroupVersionResource{Group: "monitoring.coreos.com", Version: "v1", Resource: "servicemonitors"}
+	if _, err := dynamic.NewForConfigOrDie(restCfg).Resource(gvr).Namespace("shop").Create(ctx, sm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertEventInLokiBuffer finds the event's log line in WS_DEST_LOKI.
+func assertEventInLokiBuffer(t *testing.T, a *allInOne, want string) {
+	t.Helper()
+	js := a.proc.Env().Bus.JetStream()
+	waitFor(t, 30*time.Second, "the event's line in WS_DEST_LOKI", func() (bool, string) {
+		s, err := js.Stream(context.Background(), "WS_DEST_LOKI")
+		if err != nil {
+			return false, err.Error()
+		}
+		m, err := s.GetMsg(context.Background(), 1)
+		if err != nil {
+			return false, err.Error()
+		}
+		body, err := s2.Decode(nil, m.Data)
+		if err != nil {
+			return false, err.Error()
+		}
+		var req push.PushRequest
+		if err := req.Unmarshal(body); err != nil {
+			return false, err.Error()
+		}
+		line := req.Streams[0].Entries[0].Line
+		return strings.Contains(line, want) && strings.Contains(req.Streams[0].Labels, `job="integrations/kubernetes/eventhandler"`), line
+	})
 }
