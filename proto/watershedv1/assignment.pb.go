@@ -208,7 +208,13 @@ type ScrapeTarget struct {
 	MetricRelabelConfigs string `protobuf:"bytes,15,opt,name=metric_relabel_configs,json=metricRelabelConfigs,proto3" json:"metric_relabel_configs,omitempty"`
 	// epoch is the assignment epoch in which this target came to this
 	// collector.
-	Epoch         uint64 `protobuf:"varint,16,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,16,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// previous_owner is the collector that scraped the target before this
+	// epoch, when it moved. The new owner starts it once the previous owner
+	// has applied this epoch (its heartbeat says so) or is gone, and at the
+	// latest one scrape interval later: a target is neither scraped twice
+	// nor left unscraped for more than an interval.
+	PreviousOwner string `protobuf:"bytes,17,opt,name=previous_owner,json=previousOwner,proto3" json:"previous_owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -355,6 +361,13 @@ func (x *ScrapeTarget) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *ScrapeTarget) GetPreviousOwner() string {
+	if x != nil {
+		return x.PreviousOwner
+	}
+	return ""
+}
+
 // CollectorAssignment is the whole set of targets of one collector, stored
 // in the key-value bucket WS_ASSIGNMENTS under the collector's node name.
 type CollectorAssignment struct {
@@ -445,7 +458,7 @@ const file_watershed_v1_assignment_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"3\n" +
 	"\x05Param\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06values\x18\x02 \x03(\tR\x06values\"\xdb\x04\n" +
+	"\x06values\x18\x02 \x03(\tR\x06values\"\x82\x05\n" +
 	"\fScrapeTarget\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12\x16\n" +
@@ -464,7 +477,8 @@ const file_watershed_v1_assignment_proto_rawDesc = "" +
 	"\vserver_name\x18\x0e \x01(\tR\n" +
 	"serverName\x124\n" +
 	"\x16metric_relabel_configs\x18\x0f \x01(\tR\x14metricRelabelConfigs\x12\x14\n" +
-	"\x05epoch\x18\x10 \x01(\x04R\x05epoch\"\xbf\x01\n" +
+	"\x05epoch\x18\x10 \x01(\x04R\x05epoch\x12%\n" +
+	"\x0eprevious_owner\x18\x11 \x01(\tR\rpreviousOwner\"\xbf\x01\n" +
 	"\x13CollectorAssignment\x12\x1c\n" +
 	"\tcollector\x18\x01 \x01(\tR\tcollector\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x16\n" +

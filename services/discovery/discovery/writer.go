@@ -33,6 +33,12 @@ func (w *assignmentWriter) write(ctx context.Context, a Assignment) (int, error)
 	}
 	written := 0
 	epoch := w.epoch + 1
+	ownerOf := map[string]string{} // target id -> collector that has it now
+	for name, a := range stored {
+		for _, t := range a.GetTargets() {
+			ownerOf[t.GetId()] = name
+		}
+	}
 	// Collectors that lose targets are written before those that gain
 	// them, so that a moving target is more likely stopped before it is
 	// started elsewhere than scraped twice.
@@ -49,6 +55,9 @@ func (w *assignmentWriter) write(ctx context.Context, a Assignment) (int, error)
 			st.Epoch = epoch
 			if e, ok := prevEpochs[st.GetId()]; ok {
 				st.Epoch = e // it did not move
+				st.PreviousOwner = prevOwner(prev, st.GetId())
+			} else if o := ownerOf[st.GetId()]; o != "" && o != name {
+				st.PreviousOwner = o
 			}
 			next.Targets = append(next.Targets, st)
 		}
@@ -142,4 +151,14 @@ func writeOrder(a Assignment, stored map[string]*watershedv1.CollectorAssignment
 	sort.Strings(losing)
 	sort.Strings(rest)
 	return append(losing, rest...)
+}
+
+// prevOwner keeps the previous owner a target was written with.
+func prevOwner(a *watershedv1.CollectorAssignment, id string) string {
+	for _, t := range a.GetTargets() {
+		if t.GetId() == id {
+			return t.GetPreviousOwner()
+		}
+	}
+	return ""
 }

@@ -157,7 +157,7 @@ func (c *Collector) watchAssignment(ctx context.Context) error {
 					continue
 				}
 			}
-			if err := c.apply(a); err != nil {
+			if err := c.apply(ctx, a); err != nil {
 				c.logger.Error("assignment refused; keeping the previous one", "epoch", a.GetEpoch(), "err", err)
 				continue
 			}
@@ -173,14 +173,16 @@ func (c *Collector) watchAssignment(ctx context.Context) error {
 // but not when the pool itself goes, so it goes only later.
 const emptyPoolGrace = 10 * time.Minute
 
-// apply replaces the scrape plan by the static targets plus an assignment.
-func (c *Collector) apply(a *watershedv1.CollectorAssignment) error {
-	plan, err := c.static.withAssignment(a, c.cfg.ServiceAccount, c.cfg.Cluster)
+// apply replaces the scrape plan by the static targets plus an
+// assignment, holding back for a moment the targets that just moved here.
+func (c *Collector) apply(ctx context.Context, a *watershedv1.CollectorAssignment) error {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	startable, recheck := c.holdMoved(ctx, a, time.Now())
+	plan, err := c.static.withAssignment(startable, c.cfg.ServiceAccount, c.cfg.Cluster)
 	if err != nil {
 		return err
 	}
-	c.applyMu.Lock()
-	defer c.applyMu.Unlock()
 	c.keepEmptyPools(&plan, time.Now())
 	promCfg, err := plan.render(c.cfg.Metrics)
 	if err != nil {
@@ -195,7 +197,27 @@ func (c *Collector) apply(a *watershedv1.CollectorAssignment) error {
 	}
 	c.tsets <- plan.groups
 	c.epoch.Store(a.GetEpoch())
+	c.latest = a
+	if recheck > 0 {
+		time.AfterFunc(recheck, func() { c.reapply(ctx, a) })
+	}
 	return nil
+}
+
+// reapply applies an assignment again if it is still the latest, to start
+// the targets it held.
+func (c *Collector) reapply(ctx context.Context, a *watershedv1.CollectorAssignment) {
+	if ctx.Err() != nil {
+		return
+	}
+	c.applyMu.Lock()
+	latest := c.latest == a
+	c.applyMu.Unlock()
+	if latest {
+		if err := c.apply(ctx, a); err != nil {
+			c.logger.Error("re-applying the assignment failed", "epoch", a.GetEpoch(), "err", err)
+		}
+	}
 }
 
 // keepEmptyPools adds to the plan, without targets, the assigned pools it

@@ -125,7 +125,7 @@ func TestBadAssignmentKeepsThePreviousOne(t *testing.T) {
 	good := &watershedv1.CollectorAssignment{Epoch: 1, Targets: []*watershedv1.ScrapeTarget{{
 		Id: "a", Job: "j", Scheme: "http", Address: "127.0.0.1:1", MetricsPath: "/metrics", ScrapeIntervalMs: 1000, ScrapeTimeoutMs: 1000,
 	}}}
-	if err := c.apply(good); err != nil {
+	if err := c.apply(ctx, good); err != nil {
 		t.Fatalf("good assignment refused: %v", err)
 	}
 	for name, a := range map[string]*watershedv1.CollectorAssignment{
@@ -134,7 +134,7 @@ func TestBadAssignmentKeepsThePreviousOne(t *testing.T) {
 		"timeout > interval": {Epoch: 4, Targets: []*watershedv1.ScrapeTarget{{Id: "d", Job: "j", Scheme: "http", Address: "x:1", MetricsPath: "/m", ScrapeIntervalMs: 1000, ScrapeTimeoutMs: 5000}}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if err := c.apply(a); err == nil {
+			if err := c.apply(ctx, a); err == nil {
 				t.Fatal("accepted")
 			}
 			if c.epoch.Load() != 1 {
@@ -142,4 +142,83 @@ func TestBadAssignmentKeepsThePreviousOne(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMovedTargetWaitsForItsPreviousOwner: a target that moved here starts
+// only once the collector it moved from reports the new epoch, or at the
+// latest one interval later.
+func TestMovedTargetWaitsForItsPreviousOwner(t *testing.T) {
+	natsCfg := bustest.NATSConfig(t.TempDir())
+	b := bustest.Open(t, natsCfg)
+	reg := prometheus.NewRegistry()
+	c := New(Config{Name: "node-b", Metrics: config.Default().Metrics, NATS: natsCfg, PublishTimeout: time.Second, FlushTimeout: time.Second},
+		b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := services.StartAndAwaitRunning(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = services.StopAndAwaitTerminated(ctx, c) }()
+	ownerEpoch := func(epoch uint64) {
+		hb, _ := proto.Marshal(&watershedv1.CollectorHeartbeat{Name: "node-a", AssignmentEpoch: epoch})
+		if _, err := c.heartbeats.Put(ctx, "node-a", hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	active := func() int {
+		n := 0
+		for _, ts := range c.manager.TargetsActive() {
+			n += len(ts)
+		}
+		return n
+	}
+	moved := func(interval int64) *watershedv1.CollectorAssignment {
+		return &watershedv1.CollectorAssignment{Epoch: 5, Targets: []*watershedv1.ScrapeTarget{{
+			Id: "m", Job: "j", Scheme: "http", Address: "127.0.0.1:1", MetricsPath: "/metrics",
+			ScrapeIntervalMs: interval, ScrapeTimeoutMs: 100, Epoch: 5, PreviousOwner: "node-a",
+		}}}
+	}
+	waitActive := func(want int, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for active() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d active targets after %s, want %d", active(), within, want)
+			}
+			<-tick.C
+		}
+	}
+
+	t.Run("starts when the previous owner reports the epoch", func(t *testing.T) {
+		ownerEpoch(4)
+		if err := c.apply(ctx, moved(60_000)); err != nil {
+			t.Fatal(err)
+		}
+		c.applyMu.Lock()
+		_, held := c.heldSince["m"]
+		c.applyMu.Unlock()
+		if !held {
+			t.Fatal("the moved target was not held while node-a still has epoch 4")
+		}
+		ownerEpoch(5)
+		waitActive(1, 5*time.Second)
+	})
+	t.Run("starts after one interval at the latest", func(t *testing.T) {
+		if err := c.apply(ctx, &watershedv1.CollectorAssignment{Epoch: 6}); err != nil {
+			t.Fatal(err)
+		}
+		waitActive(0, 5*time.Second)
+		ownerEpoch(4) // node-a never catches up
+		start := time.Now()
+		a := moved(500)
+		a.Epoch, a.Targets[0].Epoch = 7, 7
+		if err := c.apply(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		waitActive(1, 5*time.Second)
+		if took := time.Since(start); took < 400*time.Millisecond {
+			t.Errorf("started after %s, before the previous owner's interval ran out", took)
+		}
+	})
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/config"
+	"github.com/watershed-dev/watershed/proto/watershedv1"
 )
 
 // Config is what the collector needs from the Watershed configuration.
@@ -57,7 +58,9 @@ type Collector struct {
 	static      scrapePlan // metrics.staticTargets
 	applyMu     sync.Mutex // one plan change at a time
 	pools       map[string]*assignedPool
-	epoch       atomic.Uint64 // of the assignment applied last
+	latest      *watershedv1.CollectorAssignment // applied last
+	heldSince   map[string]time.Time             // moved targets waiting for their previous owner
+	epoch       atomic.Uint64                    // of the assignment applied last
 }
 
 // New makes the collector service.
