@@ -105,9 +105,25 @@ func (c *computer) serviceMonitor(sm *monitoringv1.ServiceMonitor, svcs []*corev
 		c.skip(base, "selector: %v", err)
 		return
 	}
+	eps := make([]monitorEndpoint, len(sm.Spec.Endpoints))
 	for i, ep := range sm.Spec.Endpoints {
+		eps[i] = serviceMonitorEndpoint(ep)
+	}
+	c.eachEndpoint(base, eps, func(i int, source string, me monitorEndpoint, rules []*relabel.Config) {
+		for _, svc := range svcs {
+			if !monitorNamespaceOK(sm.Namespace, sm.Spec.NamespaceSelector, svc.Namespace) || !sel.Matches(labels.Set(svc.Labels)) {
+				continue
+			}
+			c.serviceMonitorTargets(sm, sm.Spec.Endpoints[i], me, rules, svc, slicesBySvc[svc.Namespace+"/"+svc.Name], pods, source)
+		}
+	})
+}
+
+// eachEndpoint calls fn with each monitor endpoint that may be scraped; the
+// others become Problems with their reason.
+func (c *computer) eachEndpoint(base string, eps []monitorEndpoint, fn func(i int, source string, me monitorEndpoint, rules []*relabel.Config)) {
+	for i, me := range eps {
 		source := fmt.Sprintf("%s/endpoint/%d", base, i)
-		me := serviceMonitorEndpoint(ep)
 		if why := c.refuse(me); why != "" {
 			c.skip(source, "%s", why)
 			continue
@@ -117,12 +133,7 @@ func (c *computer) serviceMonitor(sm *monitoringv1.ServiceMonitor, svcs []*corev
 			c.skip(source, "relabelings: %v", err)
 			continue
 		}
-		for _, svc := range svcs {
-			if !monitorNamespaceOK(sm.Namespace, sm.Spec.NamespaceSelector, svc.Namespace) || !sel.Matches(labels.Set(svc.Labels)) {
-				continue
-			}
-			c.serviceMonitorTargets(sm, ep, me, rules, svc, slicesBySvc[svc.Namespace+"/"+svc.Name], pods, source)
-		}
+		fn(i, source, me, rules)
 	}
 }
 
@@ -205,46 +216,44 @@ func (c *computer) podMonitor(pm *monitoringv1.PodMonitor, pods []*corev1.Pod) {
 		c.skip(base, "selector: %v", err)
 		return
 	}
+	eps := make([]monitorEndpoint, len(pm.Spec.PodMetricsEndpoints))
 	for i, ep := range pm.Spec.PodMetricsEndpoints {
-		source := fmt.Sprintf("%s/endpoint/%d", base, i)
-		me := podMonitorEndpoint(ep)
-		if why := c.refuse(me); why != "" {
-			c.skip(source, "%s", why)
-			continue
-		}
-		rules, err := relabelRules(me.relabelings)
-		if err != nil {
-			c.skip(source, "relabelings: %v", err)
-			continue
-		}
+		eps[i] = podMonitorEndpoint(ep)
+	}
+	c.eachEndpoint(base, eps, func(i int, source string, me monitorEndpoint, rules []*relabel.Config) {
+		ep := pm.Spec.PodMetricsEndpoints[i]
 		for _, p := range pods {
 			if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" ||
 				!monitorNamespaceOK(pm.Namespace, pm.Spec.NamespaceSelector, p.Namespace) || !sel.Matches(labels.Set(p.Labels)) {
 				continue
 			}
-			for _, ctr := range p.Spec.Containers {
-				for _, cp := range ctr.Ports {
-					if !podPortMatches(ep, cp) {
-						continue
-					}
-					lb := promlabels.NewBuilder(promlabels.EmptyLabels())
-					lb.Set(model.AddressLabel, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(cp.ContainerPort))))
-					podMeta(lb, p)
-					lb.Set("__meta_kubernetes_pod_container_name", ctr.Name)
-					lb.Set("__meta_kubernetes_pod_container_port_name", cp.Name)
-					lb.Set("__meta_kubernetes_pod_container_port_number", strconv.Itoa(int(cp.ContainerPort)))
-					job := pm.Namespace + "/" + pm.Name
-					if pm.Spec.JobLabel != "" && p.Labels[pm.Spec.JobLabel] != "" {
-						job = p.Labels[pm.Spec.JobLabel]
-					}
-					lb.Set("job", job)
-					lb.Set("namespace", p.Namespace)
-					lb.Set("pod", p.Name)
-					lb.Set("container", ctr.Name)
-					lb.Set("endpoint", cp.Name)
-					c.monitorTarget(lb, rules, me, p.Spec.NodeName, source)
-				}
+			c.podMonitorTargets(pm, ep, me, rules, p, source)
+		}
+	})
+}
+
+func (c *computer) podMonitorTargets(pm *monitoringv1.PodMonitor, ep monitoringv1.PodMetricsEndpoint, me monitorEndpoint, rules []*relabel.Config, p *corev1.Pod, source string) {
+	for _, ctr := range p.Spec.Containers {
+		for _, cp := range ctr.Ports {
+			if !podPortMatches(ep, cp) {
+				continue
 			}
+			lb := promlabels.NewBuilder(promlabels.EmptyLabels())
+			lb.Set(model.AddressLabel, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(cp.ContainerPort))))
+			podMeta(lb, p)
+			lb.Set("__meta_kubernetes_pod_container_name", ctr.Name)
+			lb.Set("__meta_kubernetes_pod_container_port_name", cp.Name)
+			lb.Set("__meta_kubernetes_pod_container_port_number", strconv.Itoa(int(cp.ContainerPort)))
+			job := pm.Namespace + "/" + pm.Name
+			if pm.Spec.JobLabel != "" && p.Labels[pm.Spec.JobLabel] != "" {
+				job = p.Labels[pm.Spec.JobLabel]
+			}
+			lb.Set("job", job)
+			lb.Set("namespace", p.Namespace)
+			lb.Set("pod", p.Name)
+			lb.Set("container", ctr.Name)
+			lb.Set("endpoint", cp.Name)
+			c.monitorTarget(lb, rules, me, p.Spec.NodeName, source)
 		}
 	}
 }
