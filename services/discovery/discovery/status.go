@@ -80,7 +80,7 @@ func (d *Discovery) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Status{Collectors: collectors, Leader: d.leading.Load(), Skipped: []Problem{}}
+	st := &Status{Collectors: collectors, Leader: d.leading.Load(), Skipped: []Problem{}, Targets: []TargetStatus{}}
 	d.mu.Lock()
 	p := d.lastPlan
 	d.mu.Unlock()

@@ -145,7 +145,9 @@ func (c *Collector) running(ctx context.Context) error {
 		case <-beat.C:
 			c.sendHeartbeat(ctx)
 		case <-check.C:
-			health.check(c)
+			if health.check(c) {
+				c.sendHeartbeat(ctx)
+			}
 		}
 	}
 }

@@ -18,25 +18,34 @@ type targetHealth struct {
 
 func newTargetHealth() *targetHealth { return &targetHealth{lastErr: map[string]string{}} }
 
-func (h *targetHealth) check(c *Collector) {
+// check logs what changed and reports whether anything did (a target came,
+// went, or changed health), so that the heartbeat can say so at once.
+func (h *targetHealth) check(c *Collector) (changed bool) {
 	seen := make(map[string]bool, len(h.lastErr))
 	for job, targets := range c.manager.TargetsActive() {
 		for _, t := range targets {
 			key := job + "|" + t.String()
 			seen[key] = true
+			prev, known := h.lastErr[key]
+			if !known {
+				h.lastErr[key] = ""
+				changed = true
+			}
 			if t.Health() == scrape.HealthUnknown {
-				continue
+				continue // not scraped yet
 			}
 			msg := ""
 			if err := t.LastError(); err != nil {
 				msg = err.Error()
 			}
-			prev, known := h.lastErr[key]
 			h.lastErr[key] = msg
+			if prev != msg {
+				changed = true
+			}
 			switch {
 			case msg != "" && msg != prev:
 				c.logger.Warn("scrape failed", "job", job, "target", t.String(), "err", msg)
-			case msg == "" && known && prev != "":
+			case msg == "" && prev != "":
 				c.logger.Info("scrape recovered", "job", job, "target", t.String())
 			}
 		}
@@ -44,6 +53,8 @@ func (h *targetHealth) check(c *Collector) {
 	for key := range h.lastErr {
 		if !seen[key] {
 			delete(h.lastErr, key)
+			changed = true
 		}
 	}
+	return changed
 }
