@@ -85,7 +85,7 @@ func TestNodeExporterToPrometheus(t *testing.T) {
 		got := delivered(t, p)
 		return got == want, fmt.Sprintf("Prometheus holds %v of %v published samples", got, want)
 	})
-	if r := run3.metric(t, "watershed_writer_samples_rejected_total", nil); r != 0 {
+	if r := run3.metric(t, "watershed_writer_items_rejected_total", nil); r != 0 {
 		t.Errorf("backend rejected %v samples", r)
 	}
 	run3.stop(t)

@@ -1,6 +1,7 @@
 package mimirwriter
 
 import (
+	"github.com/watershed-dev/watershed/platform/httpwriter"
 	"github.com/watershed-dev/watershed/platform/runtime"
 )
 
@@ -8,12 +9,7 @@ import (
 const UserAgent = "Watershed-writer-mimir/0.1"
 
 // NewFromEnv makes the writer of a process from the Watershed configuration.
-func NewFromEnv(env *runtime.Env) *Writer {
+func NewFromEnv(env *runtime.Env) *httpwriter.Writer {
 	cfg := env.Config
-	return New(Config{
-		NATS:       cfg.NATS,
-		Prometheus: cfg.ExternalServices.Prometheus,
-		UserAgent:  UserAgent,
-		Batch:      512,
-	}, env.Bus, env.Registry, env.Logger)
+	return New(cfg.NATS, cfg.ExternalServices.Prometheus, UserAgent, env.Bus, env.Registry, env.Logger)
 }

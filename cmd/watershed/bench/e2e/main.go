@@ -294,7 +294,7 @@ func pipelineState(httpAddr string) string {
 	b, _ := io.ReadAll(resp.Body)
 	var out []string
 	for _, line := range strings.Split(string(b), "\n") {
-		for _, name := range []string{"watershed_collector_samples_published_total", "watershed_writer_samples_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}"} {
+		for _, name := range []string{"watershed_collector_samples_published_total", "watershed_writer_items_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}"} {
 			if strings.HasPrefix(line, name) {
 				out = append(out, line)
 			}

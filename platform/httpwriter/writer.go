@@ -1,4 +1,4 @@
-package mimirwriter
+package httpwriter
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/grafana/dskit/backoff"
 	"github.com/grafana/dskit/services"
+	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,17 +19,47 @@ import (
 	"github.com/watershed-dev/watershed/platform/remotewrite"
 )
 
-// Config is what the writer needs from the Watershed configuration.
+// Protocol is what differs between backends.
+type Protocol struct {
+	// Destination is the backend's key under externalServices; it names
+	// the stream, the consumers and the metrics' destination label.
+	Destination string
+	// Headers are set on every request (content type and encoding, version).
+	Headers map[string]string
+	// RejectReason names, from the backend's answer, why it refused a
+	// request for good; "" gives http_<status>.
+	RejectReason func(status int, body string) string
+}
+
+// Queue shapes requests and retries.
+type Queue struct {
+	// MaxItemsPerSend and MaxBytesPerSend (uncompressed) bound a request;
+	// 0 is no bound. One message larger than a bound goes alone.
+	MaxItemsPerSend   int
+	MaxBytesPerSend   int
+	BatchSendDeadline time.Duration
+	RemoteTimeout     time.Duration
+	MinBackoff        time.Duration
+	MaxBackoff        time.Duration
+	AckWait           time.Duration
+}
+
+// Config is one writer.
 type Config struct {
-	NATS       config.NATSConfig
-	Prometheus config.PrometheusConfig
-	UserAgent  string
+	NATS        config.NATSConfig
+	Protocol    Protocol
+	URL         string
+	BearerToken string
+	BasicAuth   config.BasicAuth
+	Queue       Queue
+	Buffer      config.StreamConfig
+	UserAgent   string
 	// Batch is how many messages a partition fetches, and may hold
 	// unacknowledged, at once.
 	Batch int
 }
 
-// Writer is the writer-mimir service.
+// Writer delivers a destination's stream to its backend.
 type Writer struct {
 	services.Service
 
@@ -45,23 +76,23 @@ func New(cfg Config, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger)
 	w := &Writer{
 		cfg:     cfg,
 		bus:     b,
-		client:  newClient(cfg.Prometheus, cfg.UserAgent),
-		metrics: newMetrics(reg, bus.DestinationPrometheus),
-		logger:  logger.With("component", "writer-mimir"),
+		client:  newClient(cfg),
+		metrics: newMetrics(reg, cfg.Protocol.Destination),
+		logger:  logger.With("component", "writer", "destination", cfg.Protocol.Destination),
 	}
 	w.Service = services.NewBasicService(w.starting, w.running, nil)
 	return w
 }
 
 func (w *Writer) starting(ctx context.Context) error {
-	const dest = bus.DestinationPrometheus
+	dest := w.cfg.Protocol.Destination
 	js := w.bus.JetStream()
-	stream, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig(dest, w.cfg.Prometheus.Buffer, w.cfg.NATS.DuplicateWindow))
+	stream, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig(dest, w.cfg.Buffer, w.cfg.NATS.DuplicateWindow))
 	if err != nil {
 		return err
 	}
 	for p := 0; p < w.cfg.NATS.Partitions; p++ {
-		cc := bus.ReaderConsumerConfig(fmt.Sprintf("writer-%s-p%d", dest, p), bus.DestSubject(dest, p), w.cfg.Batch, w.cfg.Prometheus.Queue.AckWait)
+		cc := bus.ReaderConsumerConfig(fmt.Sprintf("writer-%s-p%d", dest, p), bus.DestSubject(dest, p), w.cfg.Batch, w.cfg.Queue.AckWait)
 		// One reader sends a partition in order, so acking the last message
 		// of a request acks the request.
 		cc.AckPolicy = jetstream.AckAllPolicy
@@ -73,7 +104,7 @@ func (w *Writer) starting(ctx context.Context) error {
 		w.loops = append(w.loops, &bus.FetchLoop{
 			Consumer: cons,
 			Batch:    w.cfg.Batch,
-			MaxWait:  w.cfg.Prometheus.Queue.BatchSendDeadline,
+			MaxWait:  w.cfg.Queue.BatchSendDeadline,
 			Handle:   pw.add,
 			Flush:    pw.flush,
 			Logger:   w.logger.With("partition", p),
@@ -97,7 +128,8 @@ type partitionWriter struct {
 	w         *Writer
 	partition int
 	pending   []jetstream.Msg
-	samples   int
+	items     int // in the pending messages, from Ws-Count
+	bytes     int // uncompressed
 	tenant    string
 	joiner    remotewrite.Joiner
 }
@@ -112,20 +144,29 @@ func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	tenant := h.Get(bus.HeaderTenant)
-	limit := p.w.cfg.Prometheus.Queue.MaxSamplesPerSend
-	if len(p.pending) > 0 && (tenant != p.tenant || p.samples+count > limit) {
+	size, err := s2.DecodedLen(msg.Data())
+	if err != nil {
+		p.reject(msg, count, "corrupt_payload", fmt.Errorf("payload is not snappy: %w", err))
+		return nil
+	}
+	q := p.w.cfg.Queue
+	if len(p.pending) > 0 && (tenant != p.tenant || over(p.items+count, q.MaxItemsPerSend) || over(p.bytes+size, q.MaxBytesPerSend)) {
 		if err := p.flush(ctx); err != nil {
 			return err
 		}
 	}
 	p.pending = append(p.pending, msg)
-	p.samples += count
+	p.items += count
+	p.bytes += size
 	p.tenant = tenant
-	if p.samples >= limit {
+	if full(p.items, q.MaxItemsPerSend) || full(p.bytes, q.MaxBytesPerSend) {
 		return p.flush(ctx)
 	}
 	return nil
 }
+
+func over(n, limit int) bool { return limit > 0 && n > limit }
+func full(n, limit int) bool { return limit > 0 && n >= limit }
 
 // flush sends what is pending and acks it. It returns an error only when
 // ctx ended first; the messages then stay unacked.
@@ -133,33 +174,33 @@ func (p *partitionWriter) flush(ctx context.Context) error {
 	if len(p.pending) == 0 {
 		return nil
 	}
-	msgs, samples := p.pending, p.samples
+	msgs, items := p.pending, p.items
 	p.joiner.Reset()
 	kept := msgs[:0:0]
 	for _, m := range msgs {
 		if err := p.joiner.Add(m.Data()); err != nil {
 			n, _ := bus.Count(m.Headers())
-			samples -= n
+			items -= n
 			p.reject(m, n, "corrupt_payload", err)
 			continue
 		}
 		kept = append(kept, m)
 	}
 	if len(kept) > 0 {
-		if err := p.send(ctx, kept, samples); err != nil {
+		if err := p.send(ctx, kept, items); err != nil {
 			return err
 		}
 	}
-	p.pending, p.samples = p.pending[:0], 0
+	p.pending, p.items, p.bytes = p.pending[:0], 0, 0
 	return nil
 }
 
 // send delivers one request, retrying until the backend takes it or
 // refuses it for good, then acks its messages.
-func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, samples int) error {
+func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, items int) error {
 	w := p.w
 	body := p.joiner.Compressed()
-	q := w.cfg.Prometheus.Queue
+	q := w.cfg.Queue
 	bo := backoff.New(ctx, backoff.Config{MinBackoff: q.MinBackoff, MaxBackoff: q.MaxBackoff})
 	lastProgress := time.Now()
 	for {
@@ -170,13 +211,13 @@ func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, sample
 		switch {
 		case err == nil:
 			w.metrics.requests.WithLabelValues("success").Inc()
-			w.metrics.samplesSent.Add(float64(samples))
+			w.metrics.itemsSent.Add(float64(items))
 			w.metrics.bytesSent.Add(float64(len(body)))
 			p.ackAll(msgs)
 			return nil
 		case errors.As(err, &se) && se.Class == Permanent:
 			w.metrics.requests.WithLabelValues(se.Class.String()).Inc()
-			w.metrics.samplesRejected.WithLabelValues(se.Reason).Add(float64(samples))
+			w.metrics.itemsRejected.WithLabelValues(se.Reason).Add(float64(items))
 			w.logRejectOnce(se)
 			p.ackAll(msgs)
 			return nil
@@ -188,7 +229,7 @@ func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, sample
 			return ctx.Err()
 		}
 		if bo.NumRetries()%10 == 0 {
-			w.logger.Warn("remote write failed, retrying", "partition", p.partition, "samples", samples, "attempt", bo.NumRetries()+1, "err", err)
+			w.logger.Warn("write failed, retrying", "partition", p.partition, "items", items, "attempt", bo.NumRetries()+1, "err", err)
 		}
 		if time.Since(lastProgress) > q.AckWait/3 {
 			// Keep the bus from redelivering what this writer still holds.
@@ -230,8 +271,8 @@ func (p *partitionWriter) ackAll(msgs []jetstream.Msg) {
 }
 
 // reject acks a message the writer can never send, and counts why.
-func (p *partitionWriter) reject(msg jetstream.Msg, samples int, reason string, err error) {
-	p.w.metrics.samplesRejected.WithLabelValues(reason).Add(float64(samples))
+func (p *partitionWriter) reject(msg jetstream.Msg, items int, reason string, err error) {
+	p.w.metrics.itemsRejected.WithLabelValues(reason).Add(float64(items))
 	p.w.metrics.messagesAcked.Inc()
 	p.w.logger.Error("message rejected", "subject", msg.Subject(), "reason", reason, "err", err)
 	_ = msg.Term()
@@ -240,7 +281,7 @@ func (p *partitionWriter) reject(msg jetstream.Msg, samples int, reason string, 
 // logRejectOnce logs the backend's message the first time a reason occurs.
 func (w *Writer) logRejectOnce(se *SendError) {
 	if _, seen := w.metrics.loggedReasons.LoadOrStore(se.Reason, true); !seen {
-		w.logger.Error("backend refused samples; further refusals for this reason are only counted",
+		w.logger.Error("backend refused a request; further refusals for this reason are only counted",
 			"reason", se.Reason, "status", se.Status, "err", se.Err)
 	}
 }

@@ -1,4 +1,4 @@
-package mimirwriter
+package httpwriter
 
 import (
 	"errors"
@@ -23,17 +23,18 @@ func TestClassify(t *testing.T) {
 		{name: "unavailable with delay", status: 503, retryAfter: "7", class: Retryable, reason: "http_503", delay: 7 * time.Second},
 		{name: "throttled", status: 429, retryAfter: "3", class: Throttled, reason: "throttled", delay: 3 * time.Second},
 		{name: "throttled bad header", status: 429, retryAfter: "soon", class: Throttled, reason: "throttled"},
-		{name: "out of order", status: 400, body: "out of order sample", class: Permanent, reason: "out_of_order"},
-		{name: "too old", status: 400, body: "err-mimir-sample-too-old: the sample is too far in the past", class: Permanent, reason: "too_old"},
-		{name: "out of bounds", status: 400, body: "out of bounds", class: Permanent, reason: "too_old"},
-		{name: "duplicate", status: 400, body: "duplicate sample for timestamp", class: Permanent, reason: "duplicate_timestamp"},
-		{name: "labels", status: 400, body: "received a series with an invalid label: '0x'", class: Permanent, reason: "invalid_labels"},
-		{name: "limits", status: 400, body: "per-user series limit of 150000 exceeded", class: Permanent, reason: "limits"},
+		{name: "named by the protocol", status: 400, body: "out of order sample", class: Permanent, reason: "out_of_order"},
+		{name: "not named by the protocol", status: 400, body: "something else", class: Permanent, reason: "http_400"},
 		{name: "other 4xx", status: 413, body: "too big", class: Permanent, reason: "http_413"},
 		{name: "unauthorized is retried", status: 401, class: Retryable, reason: "unauthorized"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := classify(c.status, c.retryAfter, c.body)
+			err := classify(c.status, c.retryAfter, c.body, func(_ int, body string) string {
+				if body == "out of order sample" {
+					return "out_of_order"
+				}
+				return ""
+			})
 			if c.status/100 == 2 {
 				if err != nil {
 					t.Fatalf("2xx gave %v", err)

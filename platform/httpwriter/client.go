@@ -1,4 +1,4 @@
-package mimirwriter
+package httpwriter
 
 import (
 	"bytes"
@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/watershed-dev/watershed/platform/config"
 )
 
 // ErrorClass says what a writer does with a failed request.
@@ -56,42 +55,35 @@ func (e *SendError) Error() string {
 
 func (e *SendError) Unwrap() error { return e.Err }
 
-// client sends remote-write 1.0 requests.
+// client POSTs requests of one protocol to one endpoint.
 type client struct {
-	url       string
-	cfg       config.PrometheusConfig
-	userAgent string
-	http      *http.Client
+	cfg  Config
+	http *http.Client
 }
 
-func newClient(cfg config.PrometheusConfig, userAgent string) *client {
-	return &client{
-		url:       cfg.URL(),
-		cfg:       cfg,
-		userAgent: userAgent,
-		http:      &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
-	}
+func newClient(cfg Config) *client {
+	return &client{cfg: cfg, http: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
 }
 
-// send POSTs one snappy-compressed WriteRequest. It returns nil on 2xx and a
+// send POSTs one compressed request body. It returns nil on 2xx and a
 // *SendError otherwise.
 func (c *client) send(ctx context.Context, tenant string, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Queue.RemoteTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.URL, bytes.NewReader(body))
 	if err != nil {
 		return &SendError{Class: Permanent, Reason: "bad_request", Err: err}
 	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	req.Header.Set("User-Agent", c.userAgent)
+	for k, v := range c.cfg.Protocol.Headers {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("User-Agent", c.cfg.UserAgent)
 	if tenant != "" {
 		req.Header.Set("X-Scope-OrgID", tenant)
 	}
 	switch {
-	case c.cfg.BearerToken.String() != "":
-		req.Header.Set("Authorization", "Bearer "+c.cfg.BearerToken.String())
+	case c.cfg.BearerToken != "":
+		req.Header.Set("Authorization", "Bearer "+c.cfg.BearerToken)
 	case c.cfg.BasicAuth.Username != "":
 		req.SetBasicAuth(c.cfg.BasicAuth.Username, c.cfg.BasicAuth.Password.String())
 	}
@@ -106,13 +98,13 @@ func (c *client) send(ctx context.Context, tenant string, body []byte) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 	_, _ = io.Copy(io.Discard, resp.Body)
-	return classify(resp.StatusCode, resp.Header.Get("Retry-After"), strings.TrimSpace(string(msg)))
+	return classify(resp.StatusCode, resp.Header.Get("Retry-After"), strings.TrimSpace(string(msg)), c.cfg.Protocol.RejectReason)
 }
 
 // classify maps an HTTP answer to what the writer does with it, as
 // Prometheus's remote-write client does (5xx and 429 are recoverable, other
 // 4xx are not), except that 401 and 403 are retried.
-func classify(status int, retryAfter, body string) error {
+func classify(status int, retryAfter, body string, reason func(int, string) string) error {
 	if status/100 == 2 {
 		return nil
 	}
@@ -127,28 +119,15 @@ func classify(status int, retryAfter, body string) error {
 	case status/100 == 5:
 		return &SendError{Class: Retryable, Status: status, RetryAfter: parseRetryAfter(retryAfter), Reason: "http_" + strconv.Itoa(status), Err: err}
 	default:
-		return &SendError{Class: Permanent, Status: status, Reason: rejectReason(status, body), Err: err}
+		r := ""
+		if reason != nil {
+			r = reason(status, body)
+		}
+		if r == "" {
+			r = "http_" + strconv.Itoa(status)
+		}
+		return &SendError{Class: Permanent, Status: status, Reason: r, Err: err}
 	}
-}
-
-// rejectReason names why a backend refused samples, from its message.
-func rejectReason(status int, body string) string {
-	b := strings.ToLower(body)
-	switch {
-	case strings.Contains(b, "out of order"):
-		return "out_of_order"
-	case strings.Contains(b, "out of bounds"), strings.Contains(b, "too old"), strings.Contains(b, "too far in the past"):
-		return "too_old"
-	case strings.Contains(b, "too far in the future"):
-		return "too_new"
-	case strings.Contains(b, "duplicate sample"):
-		return "duplicate_timestamp"
-	case strings.Contains(b, "label"):
-		return "invalid_labels"
-	case strings.Contains(b, "limit"):
-		return "limits"
-	}
-	return "http_" + strconv.Itoa(status)
 }
 
 // parseRetryAfter reads seconds or an HTTP date; 0 when absent or invalid.

@@ -1,4 +1,4 @@
-package mimirwriter
+package httpwriter
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,14 +101,25 @@ func startWriter(t *testing.T, script []answer) *rig {
 	t.Cleanup(srv.Close)
 	natsCfg := bustest.NATSConfig(t.TempDir())
 	b := bustest.Open(t, natsCfg)
-	prom := config.Default().ExternalServices.Prometheus
-	prom.Host = srv.URL
-	prom.Queue.MaxSamplesPerSend = 1000
-	prom.Queue.BatchSendDeadline = 200 * time.Millisecond
-	prom.Queue.MinBackoff = 10 * time.Millisecond
-	prom.Queue.MaxBackoff = 50 * time.Millisecond
 	reg := prometheus.NewRegistry()
-	w := New(Config{NATS: natsCfg, Prometheus: prom, UserAgent: "test-agent", Batch: 64}, b, reg, slog.New(slog.DiscardHandler))
+	w := New(Config{
+		NATS: natsCfg, URL: srv.URL + "/api/v1/push", UserAgent: "test-agent", Batch: 64,
+		Protocol: Protocol{
+			Destination: bus.DestinationPrometheus,
+			Headers:     map[string]string{"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf", "X-Prometheus-Remote-Write-Version": "0.1.0"},
+			RejectReason: func(_ int, body string) string {
+				if strings.Contains(body, "out of order") {
+					return "out_of_order"
+				}
+				return ""
+			},
+		},
+		Queue: Queue{
+			MaxItemsPerSend: 1000, BatchSendDeadline: 200 * time.Millisecond, RemoteTimeout: 5 * time.Second,
+			MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, AckWait: 30 * time.Second,
+		},
+		Buffer: config.Default().ExternalServices.Prometheus.Buffer,
+	}, b, reg, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	if err := w.StartAsync(ctx); err != nil {
 		t.Fatal(err)
@@ -206,7 +218,7 @@ func TestWriterJoinsMessagesIntoOrderedRequests(t *testing.T) {
 			t.Errorf("header %s=%q, want %q", k, got, v)
 		}
 	}
-	if got := testutil.ToFloat64(r.w.metrics.samplesSent); got != 3000 {
+	if got := testutil.ToFloat64(r.w.metrics.itemsSent); got != 3000 {
 		t.Errorf("samples sent %v", got)
 	}
 }
@@ -232,7 +244,7 @@ func TestWriterAcksAndCountsPermanentRejections(t *testing.T) {
 	r := startWriter(t, []answer{{status: 400, body: "out of order sample"}})
 	r.publishScrapes(t, 1, 100)
 	r.waitAcked(t, 1)
-	if got := testutil.ToFloat64(r.w.metrics.samplesRejected.WithLabelValues("out_of_order")); got != 100 {
+	if got := testutil.ToFloat64(r.w.metrics.itemsRejected.WithLabelValues("out_of_order")); got != 100 {
 		t.Errorf("rejected{out_of_order} = %v, want 100", got)
 	}
 	// Later messages still flow.
@@ -250,7 +262,7 @@ func TestWriterRejectsCorruptPayloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitAcked(t, 1)
-	if got := testutil.ToFloat64(r.w.metrics.samplesRejected.WithLabelValues("corrupt_payload")); got != 3 {
+	if got := testutil.ToFloat64(r.w.metrics.itemsRejected.WithLabelValues("corrupt_payload")); got != 3 {
 		t.Errorf("rejected{corrupt_payload} = %v, want 3", got)
 	}
 }

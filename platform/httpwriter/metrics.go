@@ -1,4 +1,4 @@
-package mimirwriter
+package httpwriter
 
 import (
 	"sync"
@@ -8,10 +8,10 @@ import (
 )
 
 type metrics struct {
-	samplesSent     prometheus.Counter
+	itemsSent       prometheus.Counter
 	bytesSent       prometheus.Counter
 	messagesAcked   prometheus.Counter
-	samplesRejected *prometheus.CounterVec
+	itemsRejected   *prometheus.CounterVec
 	requests        *prometheus.CounterVec
 	retries         *prometheus.CounterVec
 	requestDuration prometheus.Observer
@@ -22,9 +22,9 @@ func newMetrics(reg prometheus.Registerer, dest string) *metrics {
 	f := promauto.With(reg)
 	cl := prometheus.Labels{"destination": dest}
 	return &metrics{
-		samplesSent: f.NewCounter(prometheus.CounterOpts{
-			Name: "watershed_writer_samples_sent_total", ConstLabels: cl,
-			Help: "Samples the backend accepted (2xx).",
+		itemsSent: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_writer_items_sent_total", ConstLabels: cl,
+			Help: "Items (samples, log lines, spans) the backend accepted (2xx).",
 		}),
 		bytesSent: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_writer_sent_bytes_total", ConstLabels: cl,
@@ -34,9 +34,9 @@ func newMetrics(reg prometheus.Registerer, dest string) *metrics {
 			Name: "watershed_writer_messages_acked_total", ConstLabels: cl,
 			Help: "Bus messages acked: sent, or refused for good.",
 		}),
-		samplesRejected: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "watershed_writer_samples_rejected_total", ConstLabels: cl,
-			Help: "Samples refused for good (by the backend or as unreadable) and acked, by reason.",
+		itemsRejected: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "watershed_writer_items_rejected_total", ConstLabels: cl,
+			Help: "Items refused for good (by the backend or as unreadable) and acked, by reason.",
 		}, []string{"reason"}),
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_writer_requests_total", ConstLabels: cl,
