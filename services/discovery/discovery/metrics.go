@@ -16,6 +16,7 @@ type metrics struct {
 	eventsPublished   prometheus.Counter
 	eventsDropped     *prometheus.CounterVec
 	reconcileErrors   prometheus.Counter
+	reconciles        *prometheus.CounterVec
 	reconcileDuration prometheus.Histogram
 }
 
@@ -49,6 +50,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		eventsDropped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_discovery_events_dropped_total", Help: "Kubernetes Events not published, by reason.",
 		}, []string{"reason"}),
+		reconciles: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "watershed_discovery_reconciles_total", Help: "Reconciliations completed, as leader (computed and written) or follower (computed).",
+		}, []string{"role"}),
 		reconcileErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_discovery_reconcile_errors_total", Help: "Reconciliations that failed.",
 		}),

@@ -273,6 +273,7 @@ func (d *Discovery) reconcile(ctx context.Context) error {
 	d.mu.Unlock()
 	d.metrics.observe(p)
 	if !d.leading.Load() {
+		d.metrics.reconciles.WithLabelValues("follower").Inc()
 		return nil
 	}
 	written, err := d.writer.write(ctx, p.assignment)
@@ -282,8 +283,12 @@ func (d *Discovery) reconcile(ctx context.Context) error {
 	}
 	written, err = d.metaWriter.write(ctx, objs.Pods)
 	d.metrics.metadataWrites.Add(float64(written))
+	if err != nil {
+		return err
+	}
 	d.metrics.reconcileDuration.Observe(time.Since(start).Seconds())
-	return err
+	d.metrics.reconciles.WithLabelValues("leader").Inc()
+	return nil
 }
 
 func (d *Discovery) objects() (Objects, error) {

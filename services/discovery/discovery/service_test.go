@@ -147,6 +147,10 @@ func TestLeaderPushesAssignmentsAndChangesArriveFast(t *testing.T) {
 		t.Error("node-a got a target of a pod on node-b")
 	}
 	epochB := r.assignment(t, "node-b").GetEpoch()
+	waitFor(t, 5*time.Second, "the leader's reconcile written through", func() bool {
+		return testutil.ToFloat64(d1.metrics.reconciles.WithLabelValues("leader")) >= 1 &&
+			hasTarget(r.assignment(t, "node-b"), "shop/cart") && metadataWritten(ctx, r, "node.node-b")
+	})
 
 	// Hand-over: the leader stops, a second replica takes the Lease.
 	if err := services.StopAndAwaitTerminated(ctx, d1); err != nil {
@@ -154,9 +158,8 @@ func TestLeaderPushesAssignmentsAndChangesArriveFast(t *testing.T) {
 	}
 	d2, reg2 := r.start(t, "discovery-1")
 	waitFor(t, 30*time.Second, "discovery-1 leading", func() bool { return d2.leading.Load() })
-	waitFor(t, 5*time.Second, "discovery-1 reconciled", func() bool {
-		st, err := d2.Status(ctx)
-		return err == nil && st.ComputedAt != nil && st.Leader
+	waitFor(t, 5*time.Second, "discovery-1 reconciled as leader", func() bool {
+		return testutil.ToFloat64(d2.metrics.reconciles.WithLabelValues("leader")) >= 1
 	})
 	if n := testutil.ToFloat64(d2.metrics.assignmentWrites); n != 0 {
 		t.Errorf("the new leader rewrote %v assignments that were still right", n)
@@ -272,4 +275,13 @@ func TestServiceMonitorCRDInstalledLater(t *testing.T) {
 	}
 	installed.Store(true)
 	waitFor(t, 10*time.Second, "the ServiceMonitor's target once the CRD exists", func() bool { return hasTarget(r.assignment(t, "node-a"), "cart") })
+}
+
+func metadataWritten(ctx context.Context, r *rig, key string) bool {
+	kv, err := EnsureMetadataBucket(ctx, r.bus.JetStream(), 1)
+	if err != nil {
+		return false
+	}
+	_, err = kv.Get(ctx, key)
+	return err == nil
 }
