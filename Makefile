@@ -14,7 +14,7 @@ TOOLS_DIR ?= $(HOME)/.cache/watershed/tools
 PROTOC_GEN_GO_VERSION := v1.36.12
 export PATH := $(TOOLS_DIR)/bin:$(PATH)
 
-MODULES := platform proto services/discovery services/node-collector services/router services/writer-mimir cmd/watershed
+MODULES := platform proto services/discovery services/node-collector services/router services/writer-loki services/writer-mimir cmd/watershed
 CONFIG ?= examples/local.yaml
 
 .PHONY: all build run test bench proto tools tools-k8s deps-debian tidy clean
@@ -27,6 +27,7 @@ build:
 	go build -o bin/node-collector ./services/node-collector/cmd/node-collector
 	go build -o bin/router ./services/router/cmd/router
 	go build -o bin/writer-mimir ./services/writer-mimir/cmd/writer-mimir
+	go build -o bin/writer-loki ./services/writer-loki/cmd/writer-loki
 	go build -o bin/watershed ./cmd/watershed
 
 run: build

@@ -13,6 +13,7 @@ require (
 	github.com/watershed-dev/watershed/services/discovery v0.0.0-00010101000000-000000000000
 	github.com/watershed-dev/watershed/services/node-collector v0.0.0-00010101000000-000000000000
 	github.com/watershed-dev/watershed/services/router v0.0.0-00010101000000-000000000000
+	github.com/watershed-dev/watershed/services/writer-loki v0.0.0-00010101000000-000000000000
 	github.com/watershed-dev/watershed/services/writer-mimir v0.0.0-00010101000000-000000000000
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
@@ -123,7 +124,7 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/api v0.305.0 // indirect
-	google.golang.org/genproto/googleapis/rpc v0.0.0-20261012220534-4341edf3f941 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261019180522-ce908d29299b // indirect
 	google.golang.org/grpc v1.84.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/evanphx/json-patch.v4 v4.13.0 // indirect
@@ -143,5 +144,6 @@ replace (
 	github.com/watershed-dev/watershed/services/discovery => ../../services/discovery
 	github.com/watershed-dev/watershed/services/node-collector => ../../services/node-collector
 	github.com/watershed-dev/watershed/services/router => ../../services/router
+	github.com/watershed-dev/watershed/services/writer-loki => ../../services/writer-loki
 	github.com/watershed-dev/watershed/services/writer-mimir => ../../services/writer-mimir
 )

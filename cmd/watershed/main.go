@@ -17,7 +17,7 @@ import (
 const usage = `usage: watershed <command> [flags]
 
 commands:
-  run    run services in one process: -config.file=FILE [-target=all|node-collector,router,writer-mimir,discovery]
+  run    run services in one process: -config.file=FILE [-target=all|node-collector,router,writer-mimir,writer-loki,discovery]
 `
 
 func main() {

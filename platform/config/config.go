@@ -261,7 +261,8 @@ type BasicAuth struct {
 
 // QueueConfig shapes the writer's requests and retries.
 type QueueConfig struct {
-	MaxSamplesPerSend int           `yaml:"maxSamplesPerSend"`
+	MaxSamplesPerSend int           `yaml:"maxSamplesPerSend,omitempty"`
+	MaxBytesPerSend   flagext.Bytes `yaml:"maxBytesPerSend,omitempty"`
 	BatchSendDeadline time.Duration `yaml:"batchSendDeadline"`
 	RemoteTimeout     time.Duration `yaml:"remoteTimeout"`
 	MinBackoff        time.Duration `yaml:"minBackoff"`
@@ -279,11 +280,7 @@ func (c *PrometheusConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSe
 	f.Var(&c.BasicAuth.Password, prefix+"basicAuth.password", "Basic-auth password for the backend.")
 	c.Buffer.registerFlags(prefix+"buffer.", f, 24*time.Hour, 10<<30)
 	f.IntVar(&c.Queue.MaxSamplesPerSend, prefix+"queue.maxSamplesPerSend", 2000, "Samples per remote-write request, at most (one scrape larger than this goes alone).")
-	f.DurationVar(&c.Queue.BatchSendDeadline, prefix+"queue.batchSendDeadline", time.Second, "Longest a partial request waits for more samples.")
-	f.DurationVar(&c.Queue.RemoteTimeout, prefix+"queue.remoteTimeout", 30*time.Second, "Timeout of one remote-write request.")
-	f.DurationVar(&c.Queue.MinBackoff, prefix+"queue.minBackoff", 100*time.Millisecond, "First retry delay.")
-	f.DurationVar(&c.Queue.MaxBackoff, prefix+"queue.maxBackoff", 5*time.Second, "Longest retry delay (a longer Retry-After is honoured).")
-	f.DurationVar(&c.Queue.AckWait, prefix+"queue.ackWait", 30*time.Second, "How long the bus waits for an ack before redelivering to another writer.")
+	c.Queue.registerRetryFlags(prefix+"queue.", f)
 }
 
 // URL is the full remote-write URL.
@@ -309,20 +306,7 @@ func (c *PrometheusConfig) Validate() error {
 	if c.Queue.MaxSamplesPerSend < 1 {
 		errs = append(errs, fieldErr(p+".queue.maxSamplesPerSend", "must be at least 1"))
 	}
-	for _, d := range []struct {
-		name string
-		d    time.Duration
-	}{
-		{"batchSendDeadline", c.Queue.BatchSendDeadline}, {"remoteTimeout", c.Queue.RemoteTimeout},
-		{"minBackoff", c.Queue.MinBackoff}, {"maxBackoff", c.Queue.MaxBackoff}, {"ackWait", c.Queue.AckWait},
-	} {
-		if d.d <= 0 {
-			errs = append(errs, fieldErr(p+".queue."+d.name, "must be positive"))
-		}
-	}
-	if c.Queue.MaxBackoff < c.Queue.MinBackoff {
-		errs = append(errs, fieldErr(p+".queue.maxBackoff", "is below minBackoff"))
-	}
+	errs = append(errs, c.Queue.validateRetry(p+".queue"))
 	errs = append(errs, c.Buffer.validate(p+".buffer"))
 	return errors.Join(errs...)
 }
@@ -456,6 +440,34 @@ func (t *StaticTarget) validate(p string) error {
 	}
 	if t.BearerToken.String() != "" && t.BearerFile != "" {
 		errs = append(errs, fieldErr(p+".bearerToken", "set bearerToken or bearerTokenFile, not both"))
+	}
+	return errors.Join(errs...)
+}
+
+// registerRetryFlags registers the batching and retry flags every writer has.
+func (q *QueueConfig) registerRetryFlags(prefix string, f *flag.FlagSet) {
+	f.DurationVar(&q.BatchSendDeadline, prefix+"batchSendDeadline", time.Second, "Longest a partial request waits for more data.")
+	f.DurationVar(&q.RemoteTimeout, prefix+"remoteTimeout", 30*time.Second, "Timeout of one request to the backend.")
+	f.DurationVar(&q.MinBackoff, prefix+"minBackoff", 100*time.Millisecond, "First retry delay.")
+	f.DurationVar(&q.MaxBackoff, prefix+"maxBackoff", 5*time.Second, "Longest retry delay (a longer Retry-After is honoured).")
+	f.DurationVar(&q.AckWait, prefix+"ackWait", 30*time.Second, "How long the bus waits for an ack before redelivering.")
+}
+
+func (q *QueueConfig) validateRetry(path string) error {
+	var errs []error
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"batchSendDeadline", q.BatchSendDeadline}, {"remoteTimeout", q.RemoteTimeout},
+		{"minBackoff", q.MinBackoff}, {"maxBackoff", q.MaxBackoff}, {"ackWait", q.AckWait},
+	} {
+		if d.d <= 0 {
+			errs = append(errs, fieldErr(path+"."+d.name, "must be positive"))
+		}
+	}
+	if q.MaxBackoff < q.MinBackoff {
+		errs = append(errs, fieldErr(path+".maxBackoff", "is below minBackoff"))
 	}
 	return errors.Join(errs...)
 }

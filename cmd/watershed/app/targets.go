@@ -11,13 +11,14 @@ import (
 	"github.com/watershed-dev/watershed/services/discovery/discovery"
 	"github.com/watershed-dev/watershed/services/node-collector/collector"
 	"github.com/watershed-dev/watershed/services/router/router"
+	"github.com/watershed-dev/watershed/services/writer-loki/lokiwriter"
 	"github.com/watershed-dev/watershed/services/writer-mimir/mimirwriter"
 )
 
 // Targets in stop order: intake first, so that at shutdown nothing new
 // comes in while the rest flushes. Discovery without Kubernetes
 // credentials serves only the status endpoints.
-var Targets = []string{"node-collector", "router", "writer-mimir", "discovery"}
+var Targets = []string{"node-collector", "router", "writer-mimir", "writer-loki", "discovery"}
 
 // ParseTargets reads -target: "all" or a comma-separated list.
 func ParseTargets(s string) ([]string, error) {
@@ -52,6 +53,12 @@ func Build(targets []string) runtime.BuildFunc {
 				groups = append(groups, []services.Service{router.NewFromEnv(env)})
 			case "writer-mimir":
 				groups = append(groups, []services.Service{mimirwriter.NewFromEnv(env)})
+			case "writer-loki":
+				// Logs need a Loki to go to; without one they wait in
+				// WS_DEST_LOKI (when logs are on at all).
+				if env.Config.Logs.Enabled && env.Config.ExternalServices.Loki.Host != "" {
+					groups = append(groups, []services.Service{lokiwriter.NewFromEnv(env)})
+				}
 			case "discovery":
 				d, err := discovery.NewFromEnv(env)
 				if err != nil {
