@@ -244,13 +244,32 @@ func (c *ExternalServicesConfig) Validate() error {
 
 // PrometheusConfig is the remote-write destination (Mimir, Prometheus, Grafana Cloud).
 type PrometheusConfig struct {
-	Host          string         `yaml:"host"`
-	WriteEndpoint string         `yaml:"writeEndpoint"`
-	TenantID      string         `yaml:"tenantId"`
-	BearerToken   flagext.Secret `yaml:"bearerToken"`
-	BasicAuth     BasicAuth      `yaml:"basicAuth"`
-	Buffer        StreamConfig   `yaml:"buffer"`
-	Queue         QueueConfig    `yaml:"queue"`
+	Host          string `yaml:"host"`
+	WriteEndpoint string `yaml:"writeEndpoint"`
+	TenantID      string `yaml:"tenantId"`
+	HTTPAuth      `yaml:",inline"`
+	Buffer        StreamConfig `yaml:"buffer"`
+	Queue         QueueConfig  `yaml:"queue"`
+}
+
+// HTTPAuth is how a writer authenticates to its backend: a bearer token or
+// basic auth, not both.
+type HTTPAuth struct {
+	BearerToken flagext.Secret `yaml:"bearerToken"`
+	BasicAuth   BasicAuth      `yaml:"basicAuth"`
+}
+
+func (a *HTTPAuth) registerFlags(prefix string, f *flag.FlagSet, backend string) {
+	f.Var(&a.BearerToken, prefix+"bearerToken", "Bearer token for "+backend+".")
+	f.StringVar(&a.BasicAuth.Username, prefix+"basicAuth.username", "", "Basic-auth user for "+backend+".")
+	f.Var(&a.BasicAuth.Password, prefix+"basicAuth.password", "Basic-auth password for "+backend+".")
+}
+
+func (a *HTTPAuth) validate(path string) error {
+	if a.BearerToken.String() != "" && a.BasicAuth.Username != "" {
+		return fieldErr(path+".bearerToken", "set bearerToken or basicAuth, not both")
+	}
+	return nil
 }
 
 // BasicAuth is HTTP basic authentication.
@@ -275,9 +294,7 @@ func (c *PrometheusConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSe
 	f.StringVar(&c.Host, prefix+"host", "", "Base URL of the remote-write backend, for example http://mimir:8080.")
 	f.StringVar(&c.WriteEndpoint, prefix+"writeEndpoint", "/api/v1/push", "Path of the remote-write endpoint, appended to host.")
 	f.StringVar(&c.TenantID, prefix+"tenantId", "", "Tenant sent as X-Scope-OrgID; empty sends none.")
-	f.Var(&c.BearerToken, prefix+"bearerToken", "Bearer token for the backend.")
-	f.StringVar(&c.BasicAuth.Username, prefix+"basicAuth.username", "", "Basic-auth user for the backend.")
-	f.Var(&c.BasicAuth.Password, prefix+"basicAuth.password", "Basic-auth password for the backend.")
+	c.HTTPAuth.registerFlags(prefix, f, "the backend")
 	c.Buffer.registerFlags(prefix+"buffer.", f, 24*time.Hour, 10<<30)
 	f.IntVar(&c.Queue.MaxSamplesPerSend, prefix+"queue.maxSamplesPerSend", 2000, "Samples per remote-write request, at most (one scrape larger than this goes alone).")
 	c.Queue.registerRetryFlags(prefix+"queue.", f)
@@ -300,9 +317,7 @@ func (c *PrometheusConfig) Validate() error {
 	if !strings.HasPrefix(c.WriteEndpoint, "/") {
 		errs = append(errs, fieldErr(p+".writeEndpoint", "%q must start with /", c.WriteEndpoint))
 	}
-	if c.BearerToken.String() != "" && c.BasicAuth.Username != "" {
-		errs = append(errs, fieldErr(p+".bearerToken", "set bearerToken or basicAuth, not both"))
-	}
+	errs = append(errs, c.HTTPAuth.validate(p))
 	if c.Queue.MaxSamplesPerSend < 1 {
 		errs = append(errs, fieldErr(p+".queue.maxSamplesPerSend", "must be at least 1"))
 	}

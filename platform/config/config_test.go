@@ -132,3 +132,28 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 		}
 	})
 }
+
+// TestBackendAuth: bearerToken and basicAuth sit directly under each
+// backend, as in the k8s-monitoring values, and not both at once.
+func TestBackendAuth(t *testing.T) {
+	cfg := Default()
+	err := Parse([]byte(`cluster: {name: x}
+externalServices:
+  prometheus: {host: "http://m:1", basicAuth: {username: u, password: p}}
+  loki: {host: "http://l:1", bearerToken: t}
+`), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ExternalServices.Prometheus.BasicAuth.Username != "u" || cfg.ExternalServices.Loki.BearerToken.String() != "t" {
+		t.Errorf("auth not read: %+v %+v", cfg.ExternalServices.Prometheus.HTTPAuth, cfg.ExternalServices.Loki.HTTPAuth)
+	}
+	err = Parse([]byte(`cluster: {name: x}
+externalServices:
+  loki: {host: "http://l:1", bearerToken: t, basicAuth: {username: u}}
+  prometheus: {host: "http://m:1"}
+`), Default())
+	if err == nil || !strings.Contains(err.Error(), "line 3: externalServices.loki.bearerToken: set bearerToken or basicAuth, not both") {
+		t.Errorf("got %v", err)
+	}
+}

@@ -44,13 +44,12 @@ func (c *LogsConfig) Validate() error {
 
 // LokiConfig is the log destination.
 type LokiConfig struct {
-	Host          string         `yaml:"host"`
-	WriteEndpoint string         `yaml:"writeEndpoint"`
-	TenantID      string         `yaml:"tenantId"`
-	BearerToken   flagext.Secret `yaml:"bearerToken"`
-	BasicAuth     BasicAuth      `yaml:"basicAuth"`
-	Buffer        StreamConfig   `yaml:"buffer"`
-	Queue         QueueConfig    `yaml:"queue"`
+	Host          string `yaml:"host"`
+	WriteEndpoint string `yaml:"writeEndpoint"`
+	TenantID      string `yaml:"tenantId"`
+	HTTPAuth      `yaml:",inline"`
+	Buffer        StreamConfig `yaml:"buffer"`
+	Queue         QueueConfig  `yaml:"queue"`
 }
 
 // URL is the full push URL.
@@ -63,9 +62,7 @@ func (c *LokiConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	f.StringVar(&c.Host, prefix+"host", "", "Base URL of the Loki push endpoint, for example http://loki:3100. Until writer-loki runs, logs wait in the WS_DEST_LOKI buffer.")
 	f.StringVar(&c.WriteEndpoint, prefix+"writeEndpoint", "/loki/api/v1/push", "Path of the push endpoint, appended to host.")
 	f.StringVar(&c.TenantID, prefix+"tenantId", "", "Tenant sent as X-Scope-OrgID; empty sends none.")
-	f.Var(&c.BearerToken, prefix+"bearerToken", "Bearer token for Loki.")
-	f.StringVar(&c.BasicAuth.Username, prefix+"basicAuth.username", "", "Basic-auth user for Loki.")
-	f.Var(&c.BasicAuth.Password, prefix+"basicAuth.password", "Basic-auth password for Loki.")
+	c.HTTPAuth.registerFlags(prefix, f, "Loki")
 	c.Buffer.registerFlags(prefix+"buffer.", f, 24*time.Hour, 10<<30)
 	c.Queue.MaxBytesPerSend = 1 << 20
 	f.Var(&c.Queue.MaxBytesPerSend, prefix+"queue.maxBytesPerSend", "Uncompressed bytes per push request, at most (one larger message goes alone).")
@@ -87,9 +84,6 @@ func (c *LokiConfig) Validate() error {
 	if c.Queue.MaxBytesPerSend < 1<<10 {
 		errs = append(errs, fieldErr(p+".queue.maxBytesPerSend", "%s is below 1KiB", c.Queue.MaxBytesPerSend.String()))
 	}
-	if c.BearerToken.String() != "" && c.BasicAuth.Username != "" {
-		errs = append(errs, fieldErr(p+".bearerToken", "set bearerToken or basicAuth, not both"))
-	}
-	errs = append(errs, c.Buffer.validate(p+".buffer"), c.Queue.validateRetry(p+".queue"))
+	errs = append(errs, c.HTTPAuth.validate(p), c.Buffer.validate(p+".buffer"), c.Queue.validateRetry(p+".queue"))
 	return errors.Join(errs...)
 }

@@ -3,20 +3,15 @@ package collector
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/grafana/dskit/services"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/value"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/watershed-dev/watershed/platform/bus"
-	"github.com/watershed-dev/watershed/platform/bus/bustest"
 	"github.com/watershed-dev/watershed/platform/config"
 	"github.com/watershed-dev/watershed/proto/watershedv1"
 )
@@ -43,17 +38,8 @@ func TestCollectorScrapesWhatItIsAssigned(t *testing.T) {
 	defer target.Close()
 	addr := strings.TrimPrefix(target.URL, "http://")
 
-	natsCfg := bustest.NATSConfig(t.TempDir())
-	b := bustest.Open(t, natsCfg)
-	metrics := config.Default().Metrics
-	reg := prometheus.NewRegistry()
-	c := New(Config{Cluster: "test", Name: "node-a", Metrics: metrics, NATS: natsCfg, PublishTimeout: 5 * time.Second, FlushTimeout: 5 * time.Second},
-		b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
+	c, b, _ := startCollector(t, "node-a", config.Default().Metrics)
 	ctx := context.Background()
-	if err := services.StartAndAwaitRunning(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = services.StopAndAwaitTerminated(ctx, c) }()
 
 	putAssignment(t, c, &watershedv1.CollectorAssignment{
 		Collector: "node-a", Epoch: 7, Leader: "discovery-0",
@@ -112,16 +98,8 @@ func TestCollectorScrapesWhatItIsAssigned(t *testing.T) {
 // TestBadAssignmentKeepsThePreviousOne: an unreadable or invalid
 // assignment is refused and logged, and scraping goes on.
 func TestBadAssignmentKeepsThePreviousOne(t *testing.T) {
-	natsCfg := bustest.NATSConfig(t.TempDir())
-	b := bustest.Open(t, natsCfg)
-	reg := prometheus.NewRegistry()
-	c := New(Config{Name: "node-b", Metrics: config.Default().Metrics, NATS: natsCfg, PublishTimeout: time.Second, FlushTimeout: time.Second},
-		b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
+	c, _, _ := startCollector(t, "node-b", config.Default().Metrics)
 	ctx := context.Background()
-	if err := services.StartAndAwaitRunning(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = services.StopAndAwaitTerminated(ctx, c) }()
 	good := &watershedv1.CollectorAssignment{Epoch: 1, Targets: []*watershedv1.ScrapeTarget{{
 		Id: "a", Job: "j", Scheme: "http", Address: "127.0.0.1:1", MetricsPath: "/metrics", ScrapeIntervalMs: 1000, ScrapeTimeoutMs: 1000,
 	}}}
@@ -148,16 +126,8 @@ func TestBadAssignmentKeepsThePreviousOne(t *testing.T) {
 // only once the collector it moved from reports the new epoch, or at the
 // latest one interval later.
 func TestMovedTargetWaitsForItsPreviousOwner(t *testing.T) {
-	natsCfg := bustest.NATSConfig(t.TempDir())
-	b := bustest.Open(t, natsCfg)
-	reg := prometheus.NewRegistry()
-	c := New(Config{Name: "node-b", Metrics: config.Default().Metrics, NATS: natsCfg, PublishTimeout: time.Second, FlushTimeout: time.Second},
-		b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
+	c, _, _ := startCollector(t, "node-b", config.Default().Metrics)
 	ctx := context.Background()
-	if err := services.StartAndAwaitRunning(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = services.StopAndAwaitTerminated(ctx, c) }()
 	ownerEpoch := func(epoch uint64) {
 		hb, _ := proto.Marshal(&watershedv1.CollectorHeartbeat{Name: "node-a", AssignmentEpoch: epoch})
 		if _, err := c.heartbeats.Put(ctx, "node-a", hb); err != nil {

@@ -176,8 +176,6 @@ func TestCollectorScrapesHTTPSWithBearerToken(t *testing.T) {
 	if err := os.WriteFile(caFile, ca, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	natsCfg := bustest.NATSConfig(t.TempDir())
-	b := bustest.Open(t, natsCfg)
 	metrics := config.Default().Metrics
 	metrics.ScrapeInterval = 200 * time.Millisecond
 	st := config.StaticTarget{Job: "secure", Scheme: "https", Targets: []string{strings.TrimPrefix(target.URL, "https://")}}
@@ -186,14 +184,7 @@ func TestCollectorScrapesHTTPSWithBearerToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	metrics.StaticTargets = []config.StaticTarget{st}
-	reg := prometheus.NewRegistry()
-	c := New(Config{Name: "node-a", Metrics: metrics, NATS: natsCfg, PublishTimeout: 5 * time.Second, FlushTimeout: 5 * time.Second},
-		b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
-	ctx := context.Background()
-	if err := services.StartAndAwaitRunning(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = services.StopAndAwaitTerminated(ctx, c) }()
+	_, b, _ := startCollector(t, "node-a", metrics)
 	got := scrapedSamples(t, b, func(s []sample) bool { return len(find(s, "secured_metric", nil)) > 0 })
 	if v := find(got, "secured_metric", nil)[0].value; v != 7 {
 		t.Errorf("secured_metric = %v", v)
@@ -203,4 +194,21 @@ func TestCollectorScrapesHTTPSWithBearerToken(t *testing.T) {
 			t.Errorf("up = %v over https", up.value)
 		}
 	}
+}
+
+// startCollector runs a collector named name with these metrics settings
+// on a new embedded bus until the test ends.
+func startCollector(t *testing.T, name string, metrics config.MetricsConfig) (*Collector, *bus.Bus, *prometheus.Registry) {
+	t.Helper()
+	natsCfg := bustest.NATSConfig(t.TempDir())
+	b := bustest.Open(t, natsCfg)
+	reg := prometheus.NewRegistry()
+	c := New(Config{Cluster: "test", Name: name, Metrics: metrics, NATS: natsCfg, PublishTimeout: 5 * time.Second, FlushTimeout: 5 * time.Second},
+		b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := services.StartAndAwaitRunning(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(ctx, c) })
+	return c, b, reg
 }
