@@ -2,7 +2,9 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,13 +49,55 @@ func streamConfig(name, subjects string, r config.StreamConfig, dupWindow time.D
 	}
 }
 
-// EnsureStream creates or updates a stream; calling it again is harmless.
+// EnsureStream creates a stream, or updates it when its configuration
+// differs; calling it again is harmless. Several services of one process
+// ensure the same streams at start-up while others create consumers on
+// them, so an unchanged stream is left alone: an update racing a consumer
+// creation is a data race inside nats-server's file store.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, sc)
+	s, err := js.Stream(ctx, sc.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s, err = js.CreateStream(ctx, sc)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, sc.Name) // another service created it first
+		}
+	case err == nil && !sameStreamConfig(s.CachedInfo().Config, sc):
+		s, err = js.UpdateStream(ctx, sc)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 	}
 	return s, nil
+}
+
+// sameStreamConfig compares the settings Watershed chooses.
+func sameStreamConfig(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.Retention == want.Retention &&
+		have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.Replicas == want.Replicas &&
+		have.Discard == want.Discard && have.Duplicates == want.Duplicates && have.Storage == want.Storage &&
+		have.Description == want.Description
+}
+
+// EnsureKeyValue creates a key-value bucket, or updates it when its
+// settings differ, leaving an unchanged one alone for the same reason as
+// EnsureStream.
+func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err == nil {
+		st, serr := kv.Status(ctx)
+		if serr == nil && st.TTL() == cfg.TTL && st.History() == int64(max(cfg.History, 1)) {
+			return kv, nil
+		}
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("key-value bucket %s: %w", cfg.Bucket, err)
+	}
+	kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ensure key-value bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
 }
 
 // EnsureConsumer creates or updates a durable consumer on a stream.

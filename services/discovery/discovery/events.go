@@ -182,7 +182,7 @@ func countOf(ev *corev1.Event) string {
 
 // setUpEvents watches Events and prepares their publisher.
 func (d *Discovery) setUpEvents(ctx context.Context) error {
-	state, err := d.bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	state, err := bus.EnsureKeyValue(ctx, d.bus.JetStream(), jetstream.KeyValueConfig{
 		Bucket: StateBucket, Description: "Watershed discovery state", History: 1,
 		Storage: jetstream.FileStorage, Replicas: d.cfg.NATS.RawStream.Replicas,
 	})

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/proto/watershedv1"
 )
 
@@ -19,7 +20,7 @@ const MetadataBucket = "WS_POD_METADATA"
 
 // EnsureMetadataBucket creates the pod metadata bucket if it is missing.
 func EnsureMetadataBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := bus.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      MetadataBucket,
 		Description: "Watershed pod metadata: pod.<uid> and node.<name>",
 		History:     1,
@@ -27,7 +28,7 @@ func EnsureMetadataBucket(ctx context.Context, js jetstream.JetStream, replicas 
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure key-value bucket %s: %w", MetadataBucket, err)
+		return nil, err
 	}
 	return kv, nil
 }

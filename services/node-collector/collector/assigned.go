@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/proto/watershedv1"
 )
 
@@ -40,7 +41,7 @@ var DefaultServiceAccount = ServiceAccountCredentials{
 
 // EnsureAssignmentBucket creates the assignment bucket if it is missing.
 func EnsureAssignmentBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := bus.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      AssignmentBucket,
 		Description: "Watershed scrape assignments, one key per node collector",
 		History:     1,
@@ -48,7 +49,7 @@ func EnsureAssignmentBucket(ctx context.Context, js jetstream.JetStream, replica
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure key-value bucket %s: %w", AssignmentBucket, err)
+		return nil, err
 	}
 	return kv, nil
 }

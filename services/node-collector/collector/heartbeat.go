@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/proto/watershedv1"
 )
 
@@ -28,7 +29,7 @@ var Version = "dev"
 
 // EnsureHeartbeatBucket creates the heartbeat bucket if it is missing.
 func EnsureHeartbeatBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := bus.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      HeartbeatBucket,
 		Description: "Watershed node-collector heartbeats",
 		TTL:         heartbeatTTL,
@@ -37,7 +38,7 @@ func EnsureHeartbeatBucket(ctx context.Context, js jetstream.JetStream, replicas
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure key-value bucket %s: %w", HeartbeatBucket, err)
+		return nil, err
 	}
 	return kv, nil
 }
