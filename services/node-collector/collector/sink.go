@@ -40,6 +40,7 @@ type sink struct {
 	metrics         *metrics
 	logger          *slog.Logger
 	builders        sync.Pool
+	payloads        sync.Pool // compressed chunk buffers, back once acked
 }
 
 type sinkConfig struct {
@@ -61,6 +62,7 @@ func newSink(ctx context.Context, cfg sinkConfig, pub publisher, m *metrics, log
 		metrics:         m,
 		logger:          logger,
 		builders:        sync.Pool{New: func() any { return &remotewrite.Builder{} }},
+		payloads:        sync.Pool{New: func() any { return new([]byte) }},
 	}
 }
 
@@ -77,6 +79,7 @@ func (s *sink) AppenderV2(ctx context.Context) storage.AppenderV2 {
 type chunk struct {
 	payload []byte
 	samples int
+	buf     *[]byte // pooled backing of payload
 }
 
 type appender struct {
@@ -118,9 +121,11 @@ func (a *appender) cut() {
 	if a.b.Series() == 0 {
 		return
 	}
+	buf := a.sink.payloads.Get().(*[]byte)
 	a.chunks = append(a.chunks, chunk{
-		payload: remotewrite.Compress(nil, a.b.Bytes()),
+		payload: remotewrite.Compress((*buf)[:0], a.b.Bytes()),
 		samples: a.b.Samples(),
+		buf:     buf,
 	})
 	a.b.Reset()
 }
@@ -159,6 +164,10 @@ func (a *appender) Commit() error {
 		}
 		m.samplesPublished.Add(float64(c.samples))
 		m.messages.Inc()
+		// Acked: the client holds no reference to the payload any more
+		// (a failed publish may, so only acked buffers go back).
+		*c.buf = c.payload
+		a.sink.payloads.Put(c.buf)
 	}
 	m.publishDuration.Observe(time.Since(start).Seconds())
 	return nil

@@ -36,7 +36,11 @@ func (p *recordingPublisher) Publish(ctx context.Context, msg *nats.Msg) (*jetst
 	if p.err != nil {
 		return nil, p.err
 	}
-	p.msgs = append(p.msgs, msg)
+	// A real client copies the payload into its connection buffer; the
+	// sink reuses it once acked.
+	cp := *msg
+	cp.Data = append([]byte(nil), msg.Data...)
+	p.msgs = append(p.msgs, &cp)
 	return &jetstream.PubAck{Stream: bus.RawStream}, nil
 }
 
