@@ -108,3 +108,12 @@ func EnsureConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.Consum
 	}
 	return c, nil
 }
+
+// EnsureBucket ensures a Watershed key-value bucket: file storage, the last
+// value of each key only, optionally expiring keys after ttl.
+func EnsureBucket(ctx context.Context, js jetstream.JetStream, name, description string, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
+	return EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
+		Bucket: name, Description: description, TTL: ttl, History: 1,
+		Storage: jetstream.FileStorage, Replicas: replicas,
+	})
+}

@@ -244,32 +244,51 @@ func (c *ExternalServicesConfig) Validate() error {
 
 // PrometheusConfig is the remote-write destination (Mimir, Prometheus, Grafana Cloud).
 type PrometheusConfig struct {
-	Host          string `yaml:"host"`
-	WriteEndpoint string `yaml:"writeEndpoint"`
-	TenantID      string `yaml:"tenantId"`
-	HTTPAuth      `yaml:",inline"`
-	Buffer        StreamConfig `yaml:"buffer"`
-	Queue         QueueConfig  `yaml:"queue"`
+	Backend `yaml:",inline"`
+	Buffer  StreamConfig `yaml:"buffer"`
+	Queue   QueueConfig  `yaml:"queue"`
 }
 
-// HTTPAuth is how a writer authenticates to its backend: a bearer token or
-// basic auth, not both.
-type HTTPAuth struct {
-	BearerToken flagext.Secret `yaml:"bearerToken"`
-	BasicAuth   BasicAuth      `yaml:"basicAuth"`
+// Backend is where a writer sends and how it authenticates: a bearer
+// token or basic auth, not both.
+type Backend struct {
+	Host          string         `yaml:"host"`
+	WriteEndpoint string         `yaml:"writeEndpoint"`
+	TenantID      string         `yaml:"tenantId"`
+	BearerToken   flagext.Secret `yaml:"bearerToken"`
+	BasicAuth     BasicAuth      `yaml:"basicAuth"`
 }
 
-func (a *HTTPAuth) registerFlags(prefix string, f *flag.FlagSet, backend string) {
-	f.Var(&a.BearerToken, prefix+"bearerToken", "Bearer token for "+backend+".")
-	f.StringVar(&a.BasicAuth.Username, prefix+"basicAuth.username", "", "Basic-auth user for "+backend+".")
-	f.Var(&a.BasicAuth.Password, prefix+"basicAuth.password", "Basic-auth password for "+backend+".")
+func (b *Backend) registerFlags(prefix string, f *flag.FlagSet, name, hostExample, path string) {
+	f.StringVar(&b.Host, prefix+"host", "", "Base URL of "+name+", for example "+hostExample+".")
+	f.StringVar(&b.WriteEndpoint, prefix+"writeEndpoint", path, "Path of the write endpoint, appended to host.")
+	f.StringVar(&b.TenantID, prefix+"tenantId", "", "Tenant sent as X-Scope-OrgID; empty sends none.")
+	f.Var(&b.BearerToken, prefix+"bearerToken", "Bearer token for "+name+".")
+	f.StringVar(&b.BasicAuth.Username, prefix+"basicAuth.username", "", "Basic-auth user for "+name+".")
+	f.Var(&b.BasicAuth.Password, prefix+"basicAuth.password", "Basic-auth password for "+name+".")
 }
 
-func (a *HTTPAuth) validate(path string) error {
-	if a.BearerToken.String() != "" && a.BasicAuth.Username != "" {
-		return fieldErr(path+".bearerToken", "set bearerToken or basicAuth, not both")
+// URL is the full write URL.
+func (b *Backend) URL() string {
+	return strings.TrimSuffix(b.Host, "/") + b.WriteEndpoint
+}
+
+func (b *Backend) validate(path string, hostRequired bool) error {
+	var errs []error
+	if b.Host == "" {
+		if hostRequired {
+			errs = append(errs, fieldErr(path+".host", "must be set"))
+		}
+	} else if u, err := url.Parse(b.Host); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fieldErr(path+".host", "%q is not an http(s) URL", b.Host))
 	}
-	return nil
+	if !strings.HasPrefix(b.WriteEndpoint, "/") {
+		errs = append(errs, fieldErr(path+".writeEndpoint", "%q must start with /", b.WriteEndpoint))
+	}
+	if b.BearerToken.String() != "" && b.BasicAuth.Username != "" {
+		errs = append(errs, fieldErr(path+".bearerToken", "set bearerToken or basicAuth, not both"))
+	}
+	return errors.Join(errs...)
 }
 
 // BasicAuth is HTTP basic authentication.
@@ -291,33 +310,16 @@ type QueueConfig struct {
 
 // RegisterFlagsWithPrefix registers the flags and defaults.
 func (c *PrometheusConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
-	f.StringVar(&c.Host, prefix+"host", "", "Base URL of the remote-write backend, for example http://mimir:8080.")
-	f.StringVar(&c.WriteEndpoint, prefix+"writeEndpoint", "/api/v1/push", "Path of the remote-write endpoint, appended to host.")
-	f.StringVar(&c.TenantID, prefix+"tenantId", "", "Tenant sent as X-Scope-OrgID; empty sends none.")
-	c.HTTPAuth.registerFlags(prefix, f, "the backend")
+	c.Backend.registerFlags(prefix, f, "the remote-write backend", "http://mimir:8080", "/api/v1/push")
 	c.Buffer.registerFlags(prefix+"buffer.", f, 24*time.Hour, 10<<30)
 	f.IntVar(&c.Queue.MaxSamplesPerSend, prefix+"queue.maxSamplesPerSend", 2000, "Samples per remote-write request, at most (one scrape larger than this goes alone).")
 	c.Queue.registerRetryFlags(prefix+"queue.", f)
 }
 
-// URL is the full remote-write URL.
-func (c *PrometheusConfig) URL() string {
-	return strings.TrimSuffix(c.Host, "/") + c.WriteEndpoint
-}
-
 // Validate checks the section.
 func (c *PrometheusConfig) Validate() error {
 	const p = "externalServices.prometheus"
-	var errs []error
-	if c.Host == "" {
-		errs = append(errs, fieldErr(p+".host", "must be set"))
-	} else if u, err := url.Parse(c.Host); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fieldErr(p+".host", "%q is not an http(s) URL", c.Host))
-	}
-	if !strings.HasPrefix(c.WriteEndpoint, "/") {
-		errs = append(errs, fieldErr(p+".writeEndpoint", "%q must start with /", c.WriteEndpoint))
-	}
-	errs = append(errs, c.HTTPAuth.validate(p))
+	errs := []error{c.Backend.validate(p, true)}
 	if c.Queue.MaxSamplesPerSend < 1 {
 		errs = append(errs, fieldErr(p+".queue.maxSamplesPerSend", "must be at least 1"))
 	}

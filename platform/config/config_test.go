@@ -146,7 +146,7 @@ externalServices:
 		t.Fatal(err)
 	}
 	if cfg.ExternalServices.Prometheus.BasicAuth.Username != "u" || cfg.ExternalServices.Loki.BearerToken.String() != "t" {
-		t.Errorf("auth not read: %+v %+v", cfg.ExternalServices.Prometheus.HTTPAuth, cfg.ExternalServices.Loki.HTTPAuth)
+		t.Errorf("auth not read: %+v %+v", cfg.ExternalServices.Prometheus.Backend, cfg.ExternalServices.Loki.Backend)
 	}
 	err = Parse([]byte(`cluster: {name: x}
 externalServices:

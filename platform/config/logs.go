@@ -3,8 +3,6 @@ package config
 import (
 	"errors"
 	"flag"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/grafana/dskit/flagext"
@@ -44,25 +42,15 @@ func (c *LogsConfig) Validate() error {
 
 // LokiConfig is the log destination.
 type LokiConfig struct {
-	Host          string `yaml:"host"`
-	WriteEndpoint string `yaml:"writeEndpoint"`
-	TenantID      string `yaml:"tenantId"`
-	HTTPAuth      `yaml:",inline"`
-	Buffer        StreamConfig `yaml:"buffer"`
-	Queue         QueueConfig  `yaml:"queue"`
-}
-
-// URL is the full push URL.
-func (c *LokiConfig) URL() string {
-	return strings.TrimSuffix(c.Host, "/") + c.WriteEndpoint
+	Backend `yaml:",inline"`
+	Buffer  StreamConfig `yaml:"buffer"`
+	Queue   QueueConfig  `yaml:"queue"`
 }
 
 // RegisterFlagsWithPrefix registers the flags and defaults.
 func (c *LokiConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
-	f.StringVar(&c.Host, prefix+"host", "", "Base URL of the Loki push endpoint, for example http://loki:3100. Until writer-loki runs, logs wait in the WS_DEST_LOKI buffer.")
-	f.StringVar(&c.WriteEndpoint, prefix+"writeEndpoint", "/loki/api/v1/push", "Path of the push endpoint, appended to host.")
-	f.StringVar(&c.TenantID, prefix+"tenantId", "", "Tenant sent as X-Scope-OrgID; empty sends none.")
-	c.HTTPAuth.registerFlags(prefix, f, "Loki")
+	// Without a host, logs wait in the WS_DEST_LOKI buffer.
+	c.Backend.registerFlags(prefix, f, "Loki", "http://loki:3100", "/loki/api/v1/push")
 	c.Buffer.registerFlags(prefix+"buffer.", f, 24*time.Hour, 10<<30)
 	c.Queue.MaxBytesPerSend = 1 << 20
 	f.Var(&c.Queue.MaxBytesPerSend, prefix+"queue.maxBytesPerSend", "Uncompressed bytes per push request, at most (one larger message goes alone).")
@@ -72,18 +60,10 @@ func (c *LokiConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 // Validate checks the section.
 func (c *LokiConfig) Validate() error {
 	const p = "externalServices.loki"
-	var errs []error
-	if c.Host != "" {
-		if u, err := url.Parse(c.Host); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fieldErr(p+".host", "%q is not an http(s) URL", c.Host))
-		}
-	}
-	if !strings.HasPrefix(c.WriteEndpoint, "/") {
-		errs = append(errs, fieldErr(p+".writeEndpoint", "%q must start with /", c.WriteEndpoint))
-	}
+	errs := []error{c.Backend.validate(p, false)}
 	if c.Queue.MaxBytesPerSend < 1<<10 {
 		errs = append(errs, fieldErr(p+".queue.maxBytesPerSend", "%s is below 1KiB", c.Queue.MaxBytesPerSend.String()))
 	}
-	errs = append(errs, c.HTTPAuth.validate(p), c.Buffer.validate(p+".buffer"), c.Queue.validateRetry(p+".queue"))
+	errs = append(errs, c.Buffer.validate(p+".buffer"), c.Queue.validateRetry(p+".queue"))
 	return errors.Join(errs...)
 }

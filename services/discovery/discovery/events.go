@@ -182,12 +182,9 @@ func countOf(ev *corev1.Event) string {
 
 // setUpEvents watches Events and prepares their publisher.
 func (d *Discovery) setUpEvents(ctx context.Context) error {
-	state, err := bus.EnsureKeyValue(ctx, d.bus.JetStream(), jetstream.KeyValueConfig{
-		Bucket: StateBucket, Description: "Watershed discovery state", History: 1,
-		Storage: jetstream.FileStorage, Replicas: d.cfg.NATS.RawStream.Replicas,
-	})
+	state, err := bus.EnsureBucket(ctx, d.bus.JetStream(), StateBucket, "Watershed discovery state", 0, d.cfg.NATS.RawStream.Replicas)
 	if err != nil {
-		return fmt.Errorf("ensure key-value bucket %s: %w", StateBucket, err)
+		return err
 	}
 	if _, err := bus.EnsureStream(ctx, d.bus.JetStream(), bus.RawStreamConfig(d.cfg.NATS)); err != nil {
 		return err

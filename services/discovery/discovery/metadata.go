@@ -20,17 +20,7 @@ const MetadataBucket = "WS_POD_METADATA"
 
 // EnsureMetadataBucket creates the pod metadata bucket if it is missing.
 func EnsureMetadataBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := bus.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      MetadataBucket,
-		Description: "Watershed pod metadata: pod.<uid> and node.<name>",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return kv, nil
+	return bus.EnsureBucket(ctx, js, MetadataBucket, "Watershed pod metadata: pod.<uid> and node.<name>", 0, replicas)
 }
 
 // annotationPrefix selects the annotations passed on with pod metadata.

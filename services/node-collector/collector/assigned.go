@@ -41,17 +41,7 @@ var DefaultServiceAccount = ServiceAccountCredentials{
 
 // EnsureAssignmentBucket creates the assignment bucket if it is missing.
 func EnsureAssignmentBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := bus.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      AssignmentBucket,
-		Description: "Watershed scrape assignments, one key per node collector",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return kv, nil
+	return bus.EnsureBucket(ctx, js, AssignmentBucket, "Watershed scrape assignments, one key per node collector", 0, replicas)
 }
 
 // withAssignment adds the assigned targets to a plan: targets with the same

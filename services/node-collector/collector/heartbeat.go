@@ -29,18 +29,7 @@ var Version = "dev"
 
 // EnsureHeartbeatBucket creates the heartbeat bucket if it is missing.
 func EnsureHeartbeatBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := bus.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      HeartbeatBucket,
-		Description: "Watershed node-collector heartbeats",
-		TTL:         heartbeatTTL,
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return kv, nil
+	return bus.EnsureBucket(ctx, js, HeartbeatBucket, "Watershed node-collector heartbeats", heartbeatTTL, replicas)
 }
 
 // heartbeat puts this collector's current state in the bucket.
