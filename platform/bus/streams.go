@@ -117,3 +117,15 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, name, description
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	})
 }
+
+// PodMetadataBucket holds discovery's pod metadata (watershedv1.PodMetadata
+// under "pod.<uid>", watershedv1.NodePods under "node.<name>").
+const PodMetadataBucket = "WS_POD_METADATA"
+
+// NodePodsKey is the key of a node's pod list in PodMetadataBucket.
+func NodePodsKey(node string) string { return "node." + node }
+
+// EnsurePodMetadataBucket creates the pod metadata bucket if it is missing.
+func EnsurePodMetadataBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	return EnsureBucket(ctx, js, PodMetadataBucket, "Watershed pod metadata: pod.<uid> and node.<name>", 0, replicas)
+}

@@ -3,15 +3,52 @@ package config
 import (
 	"errors"
 	"flag"
+	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/grafana/dskit/flagext"
+	"github.com/prometheus/common/model"
 )
 
 // LogsConfig is the logs section.
 type LogsConfig struct {
 	Enabled       bool                `yaml:"enabled"`
+	PodLogs       PodLogsConfig       `yaml:"pod_logs"`
+	Files         []LogFile           `yaml:"files"`
+	Tail          TailConfig          `yaml:"tail"`
 	ClusterEvents ClusterEventsConfig `yaml:"cluster_events"`
+}
+
+// PodLogsConfig selects the pod logs a node collector tails.
+type PodLogsConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Discovery is "all" or "annotation" (only pods annotated
+	// k8s.grafana.com/logs.autogather: "true").
+	Discovery         string                 `yaml:"discovery"`
+	GatherMethod      string                 `yaml:"gatherMethod"`
+	Namespaces        flagext.StringSliceCSV `yaml:"namespaces"`
+	ExcludeNamespaces flagext.StringSliceCSV `yaml:"excludeNamespaces"`
+	// Directory is the kubelet's pod log directory, /var/log/pods.
+	Directory string `yaml:"directory"`
+}
+
+// LogFile is one glob of files tailed in local mode.
+type LogFile struct {
+	Path   string            `yaml:"path"`
+	Labels map[string]string `yaml:"labels"`
+	// Format is raw (each line as it is), cri or docker.
+	Format string `yaml:"format"`
+}
+
+// TailConfig is how files are tailed, for pod logs and logs.files alike.
+type TailConfig struct {
+	PollInterval       time.Duration `yaml:"pollInterval"`
+	MaxLineSize        flagext.Bytes `yaml:"maxLineSize"`
+	MaxPartialLines    int           `yaml:"maxPartialLines"`
+	MaxBatchBytes      flagext.Bytes `yaml:"maxBatchBytes"`
+	PositionsDirectory string        `yaml:"positionsDirectory"`
 }
 
 // ClusterEventsConfig turns Kubernetes Events into log lines.
@@ -22,9 +59,29 @@ type ClusterEventsConfig struct {
 	Reasons    flagext.StringSliceCSV `yaml:"reasons"`
 }
 
+// Log file formats.
+const (
+	LogFormatRaw    = "raw"
+	LogFormatCRI    = "cri"
+	LogFormatDocker = "docker"
+)
+
 // RegisterFlagsWithPrefix registers the flags and defaults.
 func (c *LogsConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
-	f.BoolVar(&c.Enabled, prefix+"enabled", false, "Collect logs (cluster events today; pod and node logs come with writer-loki).")
+	f.BoolVar(&c.Enabled, prefix+"enabled", false, "Collect logs: pod logs and logs.files on every node collector, cluster events on discovery.")
+	f.BoolVar(&c.PodLogs.Enabled, prefix+"pod_logs.enabled", true, "Tail the logs of the pods on each collector's node.")
+	f.StringVar(&c.PodLogs.Discovery, prefix+"pod_logs.discovery", "all", `Which pods: "all", or "annotation" (only pods annotated k8s.grafana.com/logs.autogather: "true").`)
+	f.StringVar(&c.PodLogs.GatherMethod, prefix+"pod_logs.gatherMethod", "volumes", `How: "volumes" reads the kubelet's files under pod_logs.directory.`)
+	f.Var(&c.PodLogs.Namespaces, prefix+"pod_logs.namespaces", "Only pods of these namespaces (comma-separated); empty means all.")
+	f.Var(&c.PodLogs.ExcludeNamespaces, prefix+"pod_logs.excludeNamespaces", "Never pods of these namespaces (comma-separated).")
+	f.StringVar(&c.PodLogs.Directory, prefix+"pod_logs.directory", "/var/log/pods", "The kubelet's pod log directory: <namespace>_<pod>_<uid>/<container>/*.log.")
+	f.DurationVar(&c.Tail.PollInterval, prefix+"tail.pollInterval", 250*time.Millisecond, "How often files are checked for new lines, new files and rotation.")
+	c.Tail.MaxLineSize = 256 << 10
+	f.Var(&c.Tail.MaxLineSize, prefix+"tail.maxLineSize", "Longer lines are truncated to this size and counted.")
+	f.IntVar(&c.Tail.MaxPartialLines, prefix+"tail.maxPartialLines", 100, "Partial CRI or docker lines joined into one entry, at most.")
+	c.Tail.MaxBatchBytes = 512 << 10
+	f.Var(&c.Tail.MaxBatchBytes, prefix+"tail.maxBatchBytes", "Bytes of one file read into one bus message, at most.")
+	f.StringVar(&c.Tail.PositionsDirectory, prefix+"tail.positionsDirectory", "data/positions", "Where positions (file identity and acknowledged offset) survive a restart; a hostPath in a cluster.")
 	f.BoolVar(&c.ClusterEvents.Enabled, prefix+"cluster_events.enabled", true, "Turn Kubernetes Events into log lines (discovery's leader).")
 	f.StringVar(&c.ClusterEvents.LogFormat, prefix+"cluster_events.logFormat", "logfmt", "Format of event log lines: logfmt or json.")
 	f.Var(&c.ClusterEvents.Namespaces, prefix+"cluster_events.namespaces", "Only events of these namespaces (comma-separated); empty means all.")
@@ -33,13 +90,66 @@ func (c *LogsConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 
 // Validate checks the section.
 func (c *LogsConfig) Validate() error {
+	var errs []error
 	switch c.ClusterEvents.LogFormat {
 	case "logfmt", "json":
-		return nil
+	default:
+		errs = append(errs, fieldErr("logs.cluster_events.logFormat", "%q is not logfmt or json", c.ClusterEvents.LogFormat))
 	}
-	return fieldErr("logs.cluster_events.logFormat", "%q is not logfmt or json", c.ClusterEvents.LogFormat)
+	switch c.PodLogs.Discovery {
+	case "all", "annotation":
+	default:
+		errs = append(errs, fieldErr("logs.pod_logs.discovery", "%q is not all or annotation", c.PodLogs.Discovery))
+	}
+	if c.PodLogs.GatherMethod != "volumes" {
+		errs = append(errs, fieldErr("logs.pod_logs.gatherMethod", "%q is not supported (volumes is)", c.PodLogs.GatherMethod))
+	}
+	errs = append(errs, c.Tail.validate("logs.tail"))
+	for i, lf := range c.Files {
+		errs = append(errs, lf.validate(fmt.Sprintf("logs.files[%d]", i)))
+	}
+	return errors.Join(errs...)
 }
 
+func (t *TailConfig) validate(p string) error {
+	var errs []error
+	if t.PollInterval < 10*time.Millisecond || t.PollInterval > 10*time.Second {
+		errs = append(errs, fieldErr(p+".pollInterval", "%s is not between 10ms and 10s", t.PollInterval))
+	}
+	if t.MaxLineSize < 1<<10 {
+		errs = append(errs, fieldErr(p+".maxLineSize", "%s is below 1KiB", t.MaxLineSize.String()))
+	}
+	if t.MaxPartialLines < 1 {
+		errs = append(errs, fieldErr(p+".maxPartialLines", "must be at least 1"))
+	}
+	if t.MaxBatchBytes < 4<<10 || t.MaxBatchBytes > 4<<20 {
+		errs = append(errs, fieldErr(p+".maxBatchBytes", "%s is not between 4KiB and 4MiB", t.MaxBatchBytes.String()))
+	}
+	if t.PositionsDirectory == "" {
+		errs = append(errs, fieldErr(p+".positionsDirectory", "must be set"))
+	}
+	return errors.Join(errs...)
+}
+
+func (lf *LogFile) validate(p string) error {
+	var errs []error
+	if lf.Path == "" {
+		errs = append(errs, fieldErr(p+".path", "must be set"))
+	} else if _, err := filepath.Match(lf.Path, ""); err != nil {
+		errs = append(errs, fieldErr(p+".path", "%q is not a valid glob: %v", lf.Path, err))
+	}
+	switch lf.Format {
+	case "", LogFormatRaw, LogFormatCRI, LogFormatDocker:
+	default:
+		errs = append(errs, fieldErr(p+".format", "%q is not raw, cri or docker", lf.Format))
+	}
+	for name := range lf.Labels {
+		if !model.LabelName(name).IsValidLegacy() || strings.HasPrefix(name, "__") {
+			errs = append(errs, fieldErr(p+".labels", "%q is not a valid label name", name))
+		}
+	}
+	return errors.Join(errs...)
+}
 // LokiConfig is the log destination.
 type LokiConfig struct {
 	Backend `yaml:",inline"`

@@ -46,8 +46,8 @@ func Build(targets []string) runtime.BuildFunc {
 		for _, t := range targets {
 			switch t {
 			case "node-collector":
-				if env.Config.Metrics.Enabled {
-					groups = append(groups, []services.Service{collector.NewFromEnv(env)})
+				if svcs := collector.ServicesFromEnv(env); len(svcs) > 0 {
+					groups = append(groups, svcs)
 				}
 			case "router":
 				groups = append(groups, []services.Service{router.NewFromEnv(env)})

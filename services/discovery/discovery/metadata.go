@@ -15,14 +15,6 @@ import (
 	"github.com/watershed-dev/watershed/proto/watershedv1"
 )
 
-// MetadataBucket holds pod metadata: "pod.<uid>" and "node.<name>" keys.
-const MetadataBucket = "WS_POD_METADATA"
-
-// EnsureMetadataBucket creates the pod metadata bucket if it is missing.
-func EnsureMetadataBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	return bus.EnsureBucket(ctx, js, MetadataBucket, "Watershed pod metadata: pod.<uid> and node.<name>", 0, replicas)
-}
-
 // annotationPrefix selects the annotations passed on with pod metadata.
 const annotationPrefix = "k8s.grafana.com/"
 
@@ -120,7 +112,7 @@ func (w *metadataWriter) write(ctx context.Context, pods []*corev1.Pod) (int, er
 	}
 	for node, np := range byNode {
 		sort.Slice(np.Pods, func(i, j int) bool { return np.Pods[i].Uid < np.Pods[j].Uid })
-		want["node."+node] = np
+		want[bus.NodePodsKey(node)] = np
 	}
 	n := 0
 	for key, msg := range want {

@@ -115,7 +115,7 @@ func (d *Discovery) starting(ctx context.Context) error {
 		return err
 	}
 	d.writer = &assignmentWriter{kv: d.assignments, identity: d.cfg.Identity, logger: d.logger}
-	metaKV, err := EnsureMetadataBucket(ctx, js, d.cfg.NATS.RawStream.Replicas)
+	metaKV, err := bus.EnsurePodMetadataBucket(ctx, js, d.cfg.NATS.RawStream.Replicas)
 	if err != nil {
 		return err
 	}

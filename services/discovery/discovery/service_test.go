@@ -167,7 +167,7 @@ func TestLeaderPushesAssignmentsAndChangesArriveFast(t *testing.T) {
 	if n := testutil.ToFloat64(d2.metrics.metadataWrites); n != 0 {
 		t.Errorf("the new leader rewrote %v pod metadata keys that were still right", n)
 	}
-	meta, err := EnsureMetadataBucket(ctx, r.bus.JetStream(), 1)
+	meta, err := bus.EnsurePodMetadataBucket(ctx, r.bus.JetStream(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +278,7 @@ func TestServiceMonitorCRDInstalledLater(t *testing.T) {
 }
 
 func metadataWritten(ctx context.Context, r *rig, key string) bool {
-	kv, err := EnsureMetadataBucket(ctx, r.bus.JetStream(), 1)
+	kv, err := bus.EnsurePodMetadataBucket(ctx, r.bus.JetStream(), 1)
 	if err != nil {
 		return false
 	}

@@ -1,7 +1,10 @@
 package collector
 
 import (
+	"github.com/grafana/dskit/services"
+
 	"github.com/watershed-dev/watershed/platform/runtime"
+	"github.com/watershed-dev/watershed/services/node-collector/logtail"
 )
 
 // NewFromEnv makes the collector of a process from the Watershed configuration.
@@ -16,4 +19,17 @@ func NewFromEnv(env *runtime.Env) *Collector {
 		FlushTimeout:   cfg.Server.ShutdownTimeout / 2,
 		ServiceAccount: DefaultServiceAccount,
 	}, env.Bus, env.PublisherMetrics, env.Registry, env.Logger)
+}
+
+// ServicesFromEnv is a node collector's services: the scraper when metrics
+// are on, the log tailer when logs are.
+func ServicesFromEnv(env *runtime.Env) []services.Service {
+	var out []services.Service
+	if env.Config.Metrics.Enabled {
+		out = append(out, NewFromEnv(env))
+	}
+	if env.Config.Logs.Enabled {
+		out = append(out, logtail.NewFromEnv(env))
+	}
+	return out
 }

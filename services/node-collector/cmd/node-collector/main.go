@@ -1,5 +1,5 @@
-// Command node-collector scrapes the targets of its node and publishes them
-// to the bus.
+// Command node-collector scrapes the targets of its node and tails its log
+// files, and publishes both to the bus.
 package main
 
 import (
@@ -11,6 +11,6 @@ import (
 
 func main() {
 	runtime.Main("node-collector", func(env *runtime.Env) ([][]services.Service, error) {
-		return [][]services.Service{{collector.NewFromEnv(env)}}, nil
+		return [][]services.Service{collector.ServicesFromEnv(env)}, nil
 	})
 }
