@@ -56,7 +56,7 @@ func (o *openFile) close() {
 }
 
 func (o *openFile) position() position {
-	return position{Dev: o.id.dev, Ino: o.id.ino, Gen: o.gen, Offset: o.offset, PendingEnd: o.pendingEnd, Skipping: o.skipping}
+	return position{Dev: o.id.dev, Ino: o.id.ino, Gen: o.gen, Offset: o.offset, PendingEnd: o.pendingEnd, Skipping: o.skipping, Tail: o.tail}
 }
 
 // open opens name and checks it is the file whose identity it had.
@@ -79,8 +79,9 @@ func openAt(name string) (*openFile, error) {
 
 // readResult is what one read of a file did.
 type readResult struct {
-	consumed int  // bytes the position advanced
-	atEOF    bool // the read reached the end of the file
+	consumed  int  // bytes the position advanced
+	atEOF     bool // the read reached the end of the file
+	rewritten bool // the bytes before the position changed: truncated
 }
 
 // readOnce reads from the position, publishes the complete entries and
@@ -92,17 +93,28 @@ func (t *fileTailer) readOnce(ctx context.Context, o *openFile, final bool) (rea
 	if exact {
 		size = int(o.pendingEnd - o.offset)
 	}
-	buf := t.sh.getBuf(size)
+	// The bytes before the position are read again with the new ones: if
+	// they changed, the file was truncated and written again in place
+	// (copytruncate), however long it is now.
+	k := 0
+	if int64(len(o.tail)) <= o.offset {
+		k = len(o.tail)
+	}
+	buf := t.sh.getBuf(k + size)
 	defer t.sh.putBuf(buf)
-	n, err := o.f.ReadAt(buf[:size], o.offset)
+	n, err := o.f.ReadAt(buf[:k+size], o.offset-int64(k))
 	if err != nil && !errors.Is(err, io.EOF) {
 		return readResult{}, fmt.Errorf("read %s: %w", o.name, err)
 	}
+	if n < k || !bytes.Equal(buf[:k], o.tail[len(o.tail)-k:]) {
+		return readResult{rewritten: true}, nil
+	}
+	data := buf[k:n]
+	n -= k
 	res := readResult{atEOF: n < size}
 	if n == 0 {
 		return res, nil
 	}
-	data := buf[:n]
 	if exact && n < size {
 		// The file lost bytes it had before the restart (truncated while
 		// we were down): forget the batch, the caller sees the truncation.

@@ -25,6 +25,9 @@ type position struct {
 	// Skipping is set when Offset is inside an over-long line whose rest is
 	// skipped.
 	Skipping bool `json:"skipping,omitempty"`
+	// Tail is the last bytes before Offset: they find the copy of a file
+	// truncated (copytruncate) while the collector was down.
+	Tail []byte `json:"tail,omitempty"`
 }
 
 const positionsFile = "positions.json"

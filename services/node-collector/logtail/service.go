@@ -3,6 +3,7 @@ package logtail
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -186,7 +187,12 @@ func (t *Tailer) scan(ctx context.Context, first bool) {
 		}
 	}
 	for path, cancel := range t.running {
-		if _, ok := want[path]; !ok {
+		if _, ok := want[path]; ok {
+			continue
+		}
+		// A file that is gone is drained and released by its tailer; one
+		// that is there but no longer wanted stops (its position stays).
+		if _, err := os.Stat(path); err == nil {
 			cancel()
 		}
 	}

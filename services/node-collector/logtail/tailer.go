@@ -81,6 +81,11 @@ func (t *fileTailer) run(ctx context.Context) {
 		case err != nil:
 			t.sh.metrics.readErrors.WithLabelValues(t.src.kind).Inc()
 			t.sh.logger.Warn("tail failed", "path", t.cur.name, "err", err)
+		case res.rewritten:
+			if err := t.truncated(ctx); err != nil && ctx.Err() == nil {
+				t.sh.logger.Warn("reading the copy of a truncated file failed", "path", t.src.path, "err", err)
+			}
+			continue
 		case res.consumed > 0 && !res.atEOF:
 			continue // more is there already
 		case res.consumed == 0:
@@ -121,17 +126,18 @@ func (t *fileTailer) resume(ctx context.Context) (done bool, err error) {
 		return true, nil
 	}
 	cur.persist = true
+	t.cur = cur
 	if known && cur.id == (fileID{pos.Dev, pos.Ino}) {
 		cur.gen, cur.offset, cur.pendingEnd, cur.skipping = pos.Gen, pos.Offset, pos.PendingEnd, pos.Skipping
+		cur.tail = append(cur.tail[:0], pos.Tail...)
 		if fi, err := cur.f.Stat(); err == nil && fi.Size() < cur.offset {
-			// Truncated while we were down; what it had past the
-			// position cannot be told apart from new lines.
-			t.sh.metrics.rotations.WithLabelValues(t.src.kind, "truncated_while_down").Inc()
-			cur.offset, cur.pendingEnd, cur.skipping, cur.gen = 0, 0, false, newGen()
+			// Truncated while we were down (copytruncate).
+			if err := t.truncated(ctx); err != nil {
+				return false, err
+			}
 		}
 	}
 	t.sh.positions.set(path, cur.position())
-	t.cur = cur
 	return false, nil
 }
 
@@ -147,6 +153,7 @@ func (t *fileTailer) drainRenamed(ctx context.Context, pos position) error {
 	}
 	defer old.close()
 	old.gen, old.offset, old.pendingEnd, old.skipping, old.persist = pos.Gen, pos.Offset, pos.PendingEnd, pos.Skipping, true
+	old.tail = append(old.tail, pos.Tail...)
 	t.sh.metrics.rotations.WithLabelValues(t.src.kind, "renamed_while_down").Inc()
 	return t.drain(ctx, old)
 }
