@@ -150,6 +150,7 @@ func (lf *LogFile) validate(p string) error {
 	}
 	return errors.Join(errs...)
 }
+
 // LokiConfig is the log destination.
 type LokiConfig struct {
 	Backend `yaml:",inline"`

@@ -32,6 +32,7 @@ type rig struct {
 	cons    jetstream.Consumer
 	seen    map[string]int // line -> times received
 	labels  map[string]string
+	meta    map[string]push.LabelsAdapter
 	reg     *prometheus.Registry
 	current *Tailer
 }
@@ -49,7 +50,7 @@ func newRig(t *testing.T) *rig {
 	dir := t.TempDir()
 	logs.Files = []config.LogFile{{Path: filepath.Join(dir, "*.log"), Labels: map[string]string{"job": "app"}}}
 	r := &rig{
-		t: t, bus: b, dir: dir, seen: map[string]int{}, labels: map[string]string{},
+		t: t, bus: b, dir: dir, seen: map[string]int{}, labels: map[string]string{}, meta: map[string]push.LabelsAdapter{},
 		cfg: Config{Cluster: "test", Node: "node-a", Logs: logs, NATS: natsCfg, FlushTimeout: 5 * time.Second, UnknownPodGrace: time.Hour},
 	}
 	ctx := context.Background()
@@ -142,6 +143,7 @@ func (r *rig) drain(wait time.Duration) {
 			for _, e := range s.Entries {
 				r.seen[e.Line]++
 				r.labels[e.Line] = s.Labels
+				r.meta[e.Line] = e.StructuredMetadata
 			}
 		}
 		_ = msg.Ack()
