@@ -12,6 +12,8 @@ export GOFLAGS ?= -mod=readonly
 # the repository, so that later runs reuse them.
 TOOLS_DIR ?= $(HOME)/.cache/watershed/tools
 PROTOC_GEN_GO_VERSION := v1.36.12
+# VictoriaLogs takes Loki's push protocol: the end-to-end log backend.
+VICTORIA_LOGS_VERSION := v1.52.1
 export PATH := $(TOOLS_DIR)/bin:$(PATH)
 
 MODULES := platform proto services/discovery services/node-collector services/router services/writer-loki services/writer-mimir cmd/watershed
@@ -55,6 +57,11 @@ tools: deps-debian tools-k8s
 	@if [ ! -x "$(TOOLS_DIR)/bin/protoc-gen-go" ] || ! "$(TOOLS_DIR)/bin/protoc-gen-go" --version | grep -q "$(PROTOC_GEN_GO_VERSION)"; then \
 	  echo "installing protoc-gen-go $(PROTOC_GEN_GO_VERSION) into $(TOOLS_DIR)"; \
 	  GOBIN="$(TOOLS_DIR)/bin" GOFLAGS= go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION); \
+	fi
+	@stamp="$(TOOLS_DIR)/bin/.victoria-logs-$(VICTORIA_LOGS_VERSION)"; \
+	if [ ! -x "$(TOOLS_DIR)/bin/victoria-logs" ] || [ ! -f "$$stamp" ]; then \
+	  echo "installing victoria-logs $(VICTORIA_LOGS_VERSION) into $(TOOLS_DIR)"; \
+	  GOBIN="$(TOOLS_DIR)/bin" GOFLAGS= go install github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs@$(VICTORIA_LOGS_VERSION) && touch "$$stamp"; \
 	fi
 
 proto: tools

@@ -55,6 +55,13 @@ func (o *openFile) close() {
 	}
 }
 
+func (o *openFile) modTime() time.Time {
+	if fi, err := o.f.Stat(); err == nil {
+		return fi.ModTime()
+	}
+	return time.Time{}
+}
+
 func (o *openFile) position() position {
 	return position{Dev: o.id.dev, Ino: o.id.ino, Gen: o.gen, Offset: o.offset, PendingEnd: o.pendingEnd, Skipping: o.skipping, Tail: o.tail}
 }

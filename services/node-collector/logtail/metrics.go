@@ -49,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"kind"}),
 		rotations: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_logs_rotations_total",
-			Help: "Rotations seen, by kind of source and outcome: renamed, copytruncate, renamed_while_down; copytruncate_no_copy and rotated_away_while_down may have lost lines.",
+			Help: "Rotations seen, by kind of source and outcome: renamed, renamed_between_polls, copytruncate, renamed_while_down; copytruncate_no_copy and rotated_away_while_down may have lost lines.",
 		}, []string{"kind", "outcome"}),
 		released: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_logs_files_released_total",

@@ -2,11 +2,13 @@ package logtail
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,7 +55,12 @@ type fileTailer struct {
 	// rotatedAt is when the path was first seen naming another file; the
 	// old one is drained a poll later, once its writer let go of it.
 	rotatedAt time.Time
+	// drained are the files last read to their end, never read again.
+	drained []fileID
 }
+
+// maxDrained bounds fileTailer.drained.
+const maxDrained = 16
 
 func newFileTailer(sh *shared, src *source) *fileTailer {
 	t := &fileTailer{sh: sh, src: src}
@@ -82,7 +89,7 @@ func (t *fileTailer) run(ctx context.Context) {
 			t.sh.metrics.readErrors.WithLabelValues(t.src.kind).Inc()
 			t.sh.logger.Warn("tail failed", "path", t.cur.name, "err", err)
 		case res.rewritten:
-			if err := t.truncated(ctx); err != nil && ctx.Err() == nil {
+			if err := t.truncated(ctx, t.cur); err != nil && ctx.Err() == nil {
 				t.sh.logger.Warn("reading the copy of a truncated file failed", "path", t.src.path, "err", err)
 			}
 			continue
@@ -116,7 +123,11 @@ func (t *fileTailer) resume(ctx context.Context) (done bool, err error) {
 		return false, openErr
 	}
 	if known && (cur == nil || cur.id != (fileID{pos.Dev, pos.Ino})) {
-		if err := t.drainRenamed(ctx, pos); err != nil {
+		var next fileID
+		if cur != nil {
+			next = cur.id
+		}
+		if err := t.drainRenamed(ctx, pos, next); err != nil {
 			cur.close()
 			return false, err
 		}
@@ -132,7 +143,7 @@ func (t *fileTailer) resume(ctx context.Context) (done bool, err error) {
 		cur.tail = append(cur.tail[:0], pos.Tail...)
 		if fi, err := cur.f.Stat(); err == nil && fi.Size() < cur.offset {
 			// Truncated while we were down (copytruncate).
-			if err := t.truncated(ctx); err != nil {
+			if err := t.truncated(ctx, cur); err != nil {
 				return false, err
 			}
 		}
@@ -143,7 +154,7 @@ func (t *fileTailer) resume(ctx context.Context) (done bool, err error) {
 
 // drainRenamed finds the file a position names beside its path (a
 // rotation renamed it while the collector was down) and reads it to the end.
-func (t *fileTailer) drainRenamed(ctx context.Context, pos position) error {
+func (t *fileTailer) drainRenamed(ctx context.Context, pos position, next fileID) error {
 	want := fileID{pos.Dev, pos.Ino}
 	old := findSibling(t.src.path, func(name string, fi os.FileInfo) bool { return idOf(fi) == want })
 	if old == nil {
@@ -155,7 +166,64 @@ func (t *fileTailer) drainRenamed(ctx context.Context, pos position) error {
 	old.gen, old.offset, old.pendingEnd, old.skipping, old.persist = pos.Gen, pos.Offset, pos.PendingEnd, pos.Skipping, true
 	old.tail = append(old.tail, pos.Tail...)
 	t.sh.metrics.rotations.WithLabelValues(t.src.kind, "renamed_while_down").Inc()
-	return t.drain(ctx, old)
+	if err := t.drain(ctx, old); err != nil {
+		return err
+	}
+	return t.drainBetween(ctx, old, next)
+}
+
+// drainBetween reads the files rotated after old and before the file next
+// now at the path: two rotations within one poll (or while the collector
+// was down) leave one that was never at the path when we looked. They are
+// the siblings other than old and next written after old's last write,
+// read whole in the order they were written.
+func (t *fileTailer) drainBetween(ctx context.Context, old *openFile, next fileID) error {
+	ofi, err := old.f.Stat()
+	if err != nil {
+		return err
+	}
+	since := ofi.ModTime()
+	var between []*openFile
+	defer func() {
+		for _, o := range between {
+			o.close()
+		}
+	}()
+	for {
+		o := findSibling(t.src.path, func(name string, fi os.FileInfo) bool {
+			id := idOf(fi)
+			// Equal times count: file times tick coarsely (a few ms).
+			if id == old.id || id == next || fi.ModTime().Before(since) || slices.Contains(t.drained, id) {
+				return false
+			}
+			for _, b := range between {
+				if b.id == id {
+					return false
+				}
+			}
+			return true
+		})
+		if o == nil {
+			break
+		}
+		between = append(between, o)
+	}
+	// In the order written; equal times by inode, which filesystems
+	// mostly hand out in increasing order.
+	slices.SortFunc(between, func(a, b *openFile) int {
+		if c := a.modTime().Compare(b.modTime()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.id.ino, b.id.ino)
+	})
+	for _, o := range between {
+		o.persist = true
+		t.sh.metrics.rotations.WithLabelValues(t.src.kind, "renamed_between_polls").Inc()
+		if err := t.drain(ctx, o); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // check looks at the path and the open file once caught up: a truncated
@@ -167,7 +235,7 @@ func (t *fileTailer) check(ctx context.Context) (done bool, err error) {
 		return false, err
 	}
 	if ofi.Size() < t.cur.offset {
-		return false, t.truncated(ctx)
+		return false, t.truncated(ctx, t.cur)
 	}
 	fi, err := os.Stat(t.src.path)
 	switch {
@@ -198,26 +266,33 @@ func (t *fileTailer) check(ctx context.Context) (done bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	if err := t.drainBetween(ctx, t.cur, next.id); err != nil {
+		next.close()
+		return false, err
+	}
 	t.cur.close()
 	next.persist = true
 	t.cur, t.rotatedAt = next, time.Time{}
 	t.sh.positions.set(t.src.path, next.position())
 	t.sh.metrics.rotations.WithLabelValues(t.src.kind, "renamed").Inc()
+	t.sh.logger.Debug("file rotated by rename", "path", t.src.path, "inode", next.id.ino)
 	return false, nil
 }
 
-// truncated handles a copytruncate: the lines between the position and the
-// truncation are read from the copy when one beside the file ends with the
-// bytes read last, then the file is read from its start.
-func (t *fileTailer) truncated(ctx context.Context) error {
-	o := t.cur
+// truncated handles a copytruncate of o: the lines between the position
+// and the truncation are read from the copy when one beside the path ends
+// with the bytes read last, then o is read from its start.
+func (t *fileTailer) truncated(ctx context.Context, o *openFile) error {
 	outcome := "copytruncate_no_copy"
 	if len(o.tail) > 0 {
 		cp := findSibling(t.src.path, func(name string, fi os.FileInfo) bool {
 			return idOf(fi) != o.id && fi.Size() >= o.offset && endsAt(name, o.offset, o.tail)
 		})
 		if cp != nil {
-			cp.offset = o.offset
+			// The copy has the file's bytes at the file's offsets: it goes
+			// on under the file's name in message ids, so a batch in flight
+			// at a crash is recognised as the same one.
+			cp.offset, cp.pendingEnd, cp.gen, cp.skipping = o.offset, o.pendingEnd, o.gen, o.skipping
 			err := t.drain(ctx, cp)
 			cp.close()
 			if err != nil {
@@ -227,8 +302,11 @@ func (t *fileTailer) truncated(ctx context.Context) error {
 		}
 	}
 	t.sh.metrics.rotations.WithLabelValues(t.src.kind, outcome).Inc()
+	t.sh.logger.Debug("file truncated", "path", t.src.path, "outcome", outcome, "offset", o.offset)
 	o.offset, o.pendingEnd, o.skipping, o.tail, o.gen = 0, 0, false, o.tail[:0], newGen()
-	t.sh.positions.set(t.src.path, o.position())
+	if o.persist {
+		t.sh.positions.set(t.src.path, o.position())
+	}
 	return nil
 }
 
@@ -237,10 +315,18 @@ func (t *fileTailer) truncated(ctx context.Context) error {
 func (t *fileTailer) drain(ctx context.Context, o *openFile) error {
 	for {
 		res, err := t.readOnce(ctx, o, true)
-		if err != nil {
+		switch {
+		case err != nil:
 			return err
-		}
-		if res.consumed == 0 {
+		case res.rewritten:
+			if err := t.truncated(ctx, o); err != nil {
+				return err
+			}
+		case res.consumed == 0:
+			if len(t.drained) == maxDrained {
+				t.drained = t.drained[1:]
+			}
+			t.drained = append(t.drained, o.id)
 			return nil
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang/snappy"
+	"github.com/klauspost/compress/snappy"
 	"github.com/grafana/dskit/services"
 	"github.com/grafana/loki/pkg/push"
 	"github.com/nats-io/nats.go/jetstream"
@@ -249,6 +249,26 @@ func TestRotationLosesNothing(t *testing.T) {
 	}
 }
 
+// Renames faster than the poll: each file is read whole, whichever way
+// the tailer comes across it.
+func TestRenamesInQuickSuccession(t *testing.T) {
+	r := newRig(t)
+	r.cfg.Logs.Files[0].Path = filepath.Join(r.dir, "a.log")
+	r.start()
+	r.write("a.log", 0, 10)
+	r.receive(10)
+	n := 10
+	for i := range 6 {
+		r.write("a.log", n, n+100)
+		n += 100
+		if err := os.Rename(filepath.Join(r.dir, "a.log"), filepath.Join(r.dir, fmt.Sprintf("a.log.%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.write("a.log", n, n+100)
+	r.receive(n + 100)
+}
+
 func TestRestartResumesWhereAcknowledged(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -263,6 +283,14 @@ func TestRestartResumesWhereAcknowledged(t *testing.T) {
 			}
 			r.write("a.log", 600, 800)
 		}, "renamed_while_down"},
+		{"renamed twice while down", func(r *rig) {
+			for i, name := range []string{"a.log.1", "a.log.2"} {
+				r.write("a.log", 400+i*200, 600+i*200)
+				if err := os.Rename(filepath.Join(r.dir, "a.log"), filepath.Join(r.dir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, "renamed_between_polls"},
 		{"copytruncated while down", func(r *rig) {
 			r.write("a.log", 400, 600)
 			path := filepath.Join(r.dir, "a.log")
