@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/snappy"
 	"github.com/grafana/dskit/services"
 	"github.com/grafana/loki/pkg/push"
+	"github.com/klauspost/compress/snappy"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
