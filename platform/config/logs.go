@@ -68,7 +68,7 @@ const (
 
 // RegisterFlagsWithPrefix registers the flags and defaults.
 func (c *LogsConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
-	f.BoolVar(&c.Enabled, prefix+"enabled", false, "Collect logs: pod logs and logs.files on every node collector, cluster events on discovery.")
+	f.BoolVar(&c.Enabled, prefix+"enabled", true, "Collect logs: pod logs and logs.files on every node collector, cluster events on discovery.")
 	f.BoolVar(&c.PodLogs.Enabled, prefix+"pod_logs.enabled", true, "Tail the logs of the pods on each collector's node.")
 	f.StringVar(&c.PodLogs.Discovery, prefix+"pod_logs.discovery", "all", `Which pods: "all", or "annotation" (only pods annotated k8s.grafana.com/logs.autogather: "true").`)
 	f.StringVar(&c.PodLogs.GatherMethod, prefix+"pod_logs.gatherMethod", "volumes", `How: "volumes" reads the kubelet's files under pod_logs.directory.`)

@@ -266,6 +266,8 @@ func baseConfig(t *testing.T, storeDir, backend string) *config.Config {
 	cfg.ExternalServices.Prometheus.WriteEndpoint = "/api/v1/write"
 	cfg.ExternalServices.Prometheus.Queue.MaxBackoff = time.Second
 	cfg.Metrics.ScrapeInterval = time.Second
+	cfg.Logs.Enabled = false // TestLogs* turn them on
+	cfg.Logs.Tail.PositionsDirectory = filepath.Join(storeDir, "positions")
 	return cfg
 }
 

@@ -47,9 +47,21 @@ type Tailer struct {
 	// firstSeen is when a pod file without metadata was first seen.
 	firstSeen map[string]time.Time
 	running   map[string]context.CancelFunc
-	finished  chan string
+	finished  chan tailEnd
+	// failed holds files that could not be opened, until when they are
+	// not tried again (and not logged again).
+	failed map[string]time.Time
 	wg        sync.WaitGroup
 }
+
+// tailEnd is a file tailer that stopped, with the error that stopped it.
+type tailEnd struct {
+	path string
+	err  error
+}
+
+// retryFailedAfter is how long a file that could not be opened waits.
+const retryFailedAfter = time.Minute
 
 // shared is what every file tailer uses.
 type shared struct {
@@ -97,7 +109,8 @@ func New(cfg Config, b *bus.Bus, pubMetrics *bus.PublisherMetrics, reg prometheu
 		cfg: cfg, bus: b, logger: logger,
 		firstSeen: map[string]time.Time{},
 		running:   map[string]context.CancelFunc{},
-		finished:  make(chan string, 16),
+		finished:  make(chan tailEnd, 16),
+		failed:    map[string]time.Time{},
 		sh: &shared{
 			cfg: tailSettings{
 				PollInterval:    cfg.Logs.Tail.PollInterval,
@@ -158,8 +171,16 @@ func (t *Tailer) run(ctx context.Context) error {
 			defer timer.Stop()
 			t.wg.Wait()
 			return t.sh.positions.sync()
-		case path := <-t.finished:
-			delete(t.running, path)
+		case end := <-t.finished:
+			delete(t.running, end.path)
+			if end.err != nil {
+				if _, known := t.failed[end.path]; !known {
+					t.logger.Warn("cannot tail file; trying again every minute", "path", end.path, "err", end.err)
+				}
+				t.failed[end.path] = time.Now().Add(retryFailedAfter)
+			} else {
+				delete(t.failed, end.path)
+			}
 		case <-tick.C:
 			t.scan(tailCtx, false)
 			if t.sh.positions.dirty() {
@@ -196,8 +217,9 @@ func (t *Tailer) scan(ctx context.Context, first bool) {
 			cancel()
 		}
 	}
+	now := time.Now()
 	for path, src := range want {
-		if _, ok := t.running[path]; ok {
+		if _, ok := t.running[path]; ok || now.Before(t.failed[path]) {
 			continue
 		}
 		tctx, cancel := context.WithCancel(ctx)
@@ -207,10 +229,13 @@ func (t *Tailer) scan(ctx context.Context, first bool) {
 		go func() {
 			defer t.wg.Done()
 			defer cancel()
-			newFileTailer(t.sh, src).run(tctx)
+			err := newFileTailer(t.sh, src).run(tctx)
 			t.sh.metrics.filesTailed.WithLabelValues(src.kind).Dec()
+			if err != nil {
+				t.sh.metrics.readErrors.WithLabelValues(src.kind).Inc()
+			}
 			select {
-			case t.finished <- path:
+			case t.finished <- tailEnd{path, err}:
 			case <-ctx.Done():
 			}
 		}()

@@ -68,14 +68,15 @@ func newFileTailer(sh *shared, src *source) *fileTailer {
 	return t
 }
 
-// run tails until ctx ends or the file is deleted and drained.
-func (t *fileTailer) run(ctx context.Context) {
+// run tails until ctx ends or the file is deleted and drained. It returns
+// the error that kept it from opening the file.
+func (t *fileTailer) run(ctx context.Context) error {
 	done, err := t.resume(ctx)
 	if err != nil || done {
-		if err != nil && ctx.Err() == nil {
-			t.sh.logger.Warn("cannot tail file", "path", t.src.path, "err", err)
+		if ctx.Err() != nil {
+			return nil
 		}
-		return
+		return err
 	}
 	defer func() { t.cur.close() }()
 	tick := time.NewTicker(t.sh.cfg.PollInterval)
@@ -84,7 +85,7 @@ func (t *fileTailer) run(ctx context.Context) {
 		res, err := t.readOnce(ctx, t.cur, false)
 		switch {
 		case ctx.Err() != nil:
-			return
+			return nil
 		case err != nil:
 			t.sh.metrics.readErrors.WithLabelValues(t.src.kind).Inc()
 			t.sh.logger.Warn("tail failed", "path", t.cur.name, "err", err)
@@ -101,12 +102,12 @@ func (t *fileTailer) run(ctx context.Context) {
 				t.sh.logger.Warn("rotation check failed", "path", t.src.path, "err", err)
 			}
 			if done {
-				return
+				return nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-tick.C:
 		}
 	}

@@ -382,3 +382,4 @@ func TestDeletedFileIsDrainedAndReleased(t *testing.T) {
 		return !ok && r.counter("watershed_logs_files_released_total") == 1
 	})
 }
+

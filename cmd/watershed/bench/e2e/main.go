@@ -144,6 +144,7 @@ server: {httpListenAddress: %q, logLevel: warn}
 nats: {storeDir: %q, listenAddress: "127.0.0.1:-1"}
 externalServices:
   prometheus: {host: "http://%s", writeEndpoint: /api/v1/write}
+logs: {enabled: false}
 metrics:
   scrapeInterval: %s
   staticTargets:
