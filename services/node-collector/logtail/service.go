@@ -51,7 +51,7 @@ type Tailer struct {
 	// failed holds files that could not be opened, until when they are
 	// not tried again (and not logged again).
 	failed map[string]time.Time
-	wg        sync.WaitGroup
+	wg     sync.WaitGroup
 }
 
 // tailEnd is a file tailer that stopped, with the error that stopped it.

@@ -382,4 +382,3 @@ func TestDeletedFileIsDrainedAndReleased(t *testing.T) {
 		return !ok && r.counter("watershed_logs_files_released_total") == 1
 	})
 }
-
