@@ -83,4 +83,3 @@ func BenchmarkTailFileToBus(b *testing.B) {
 }
 
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-
