@@ -18,6 +18,7 @@ type LogsConfig struct {
 	PodLogs       PodLogsConfig       `yaml:"pod_logs"`
 	Files         []LogFile           `yaml:"files"`
 	Tail          TailConfig          `yaml:"tail"`
+	Processing    LogProcessingConfig `yaml:"processing"`
 	ClusterEvents ClusterEventsConfig `yaml:"cluster_events"`
 }
 
@@ -82,6 +83,7 @@ func (c *LogsConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	c.Tail.MaxBatchBytes = 512 << 10
 	f.Var(&c.Tail.MaxBatchBytes, prefix+"tail.maxBatchBytes", "Bytes of one file read into one bus message, at most.")
 	f.StringVar(&c.Tail.PositionsDirectory, prefix+"tail.positionsDirectory", "data/positions", "Where positions (file identity and acknowledged offset) survive a restart; a hostPath in a cluster.")
+	f.IntVar(&c.Processing.MaxLabels, prefix+"processing.maxLabels", 15, "Labels a stream may have after the processing stages (Loki's default limit is 15).")
 	f.BoolVar(&c.ClusterEvents.Enabled, prefix+"cluster_events.enabled", true, "Turn Kubernetes Events into log lines (discovery's leader).")
 	f.StringVar(&c.ClusterEvents.LogFormat, prefix+"cluster_events.logFormat", "logfmt", "Format of event log lines: logfmt or json.")
 	f.Var(&c.ClusterEvents.Namespaces, prefix+"cluster_events.namespaces", "Only events of these namespaces (comma-separated); empty means all.")
@@ -104,7 +106,7 @@ func (c *LogsConfig) Validate() error {
 	if c.PodLogs.GatherMethod != "volumes" {
 		errs = append(errs, fieldErr("logs.pod_logs.gatherMethod", "%q is not supported (volumes is)", c.PodLogs.GatherMethod))
 	}
-	errs = append(errs, c.Tail.validate("logs.tail"))
+	errs = append(errs, c.Tail.validate("logs.tail"), c.Processing.Validate())
 	for i, lf := range c.Files {
 		errs = append(errs, lf.validate(fmt.Sprintf("logs.files[%d]", i)))
 	}
@@ -154,6 +156,11 @@ func (lf *LogFile) validate(p string) error {
 // LokiConfig is the log destination.
 type LokiConfig struct {
 	Backend `yaml:",inline"`
+	// TenantFromLabel names a stream label whose value is the tenant of
+	// the stream (through TenantMapping when that has it); streams without
+	// the label get tenantId.
+	TenantFromLabel string            `yaml:"tenantFromLabel"`
+	TenantMapping   map[string]string `yaml:"tenantMapping"`
 	Buffer  StreamConfig `yaml:"buffer"`
 	Queue   QueueConfig  `yaml:"queue"`
 }
@@ -163,6 +170,7 @@ func (c *LokiConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	// Without a host, logs wait in the WS_DEST_LOKI buffer.
 	c.Backend.registerFlags(prefix, f, "Loki", "http://loki:3100", "/loki/api/v1/push")
 	c.Buffer.registerFlags(prefix+"buffer.", f, 24*time.Hour, 10<<30)
+	f.StringVar(&c.TenantFromLabel, prefix+"tenantFromLabel", "", "Stream label whose value (mapped through tenantMapping when listed there) is the stream's tenant; without the label, tenantId.")
 	c.Queue.MaxBytesPerSend = 1 << 20
 	f.Var(&c.Queue.MaxBytesPerSend, prefix+"queue.maxBytesPerSend", "Uncompressed bytes per push request, at most (one larger message goes alone).")
 	c.Queue.registerRetryFlags(prefix+"queue.", f)
@@ -172,6 +180,9 @@ func (c *LokiConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 func (c *LokiConfig) Validate() error {
 	const p = "externalServices.loki"
 	errs := []error{c.Backend.validate(p, false)}
+	if len(c.TenantMapping) > 0 && c.TenantFromLabel == "" {
+		errs = append(errs, fieldErr(p+".tenantMapping", "needs tenantFromLabel"))
+	}
 	if c.Queue.MaxBytesPerSend < 1<<10 {
 		errs = append(errs, fieldErr(p+".queue.maxBytesPerSend", "%s is below 1KiB", c.Queue.MaxBytesPerSend.String()))
 	}

@@ -50,7 +50,11 @@ func Build(targets []string) runtime.BuildFunc {
 					groups = append(groups, svcs)
 				}
 			case "router":
-				groups = append(groups, []services.Service{router.NewFromEnv(env)})
+				r, err := router.NewFromEnv(env)
+				if err != nil {
+					return nil, err
+				}
+				groups = append(groups, []services.Service{r})
 			case "writer-mimir":
 				groups = append(groups, []services.Service{mimirwriter.NewFromEnv(env)})
 			case "writer-loki":

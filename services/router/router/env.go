@@ -3,10 +3,11 @@ package router
 import (
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/runtime"
+	"github.com/watershed-dev/watershed/services/router/logproc"
 )
 
 // NewFromEnv makes the router of a process from the Watershed configuration.
-func NewFromEnv(env *runtime.Env) *Router {
+func NewFromEnv(env *runtime.Env) (*Router, error) {
 	cfg := env.Config
 	prom, loki := cfg.ExternalServices.Prometheus, cfg.ExternalServices.Loki
 	routes := map[string]Destination{
@@ -15,10 +16,20 @@ func NewFromEnv(env *runtime.Env) *Router {
 	if cfg.Logs.Enabled {
 		routes[bus.SignalLogs] = Destination{Name: bus.DestinationLoki, Tenant: loki.TenantID, Buffer: loki.Buffer}
 	}
+	var logs *logproc.Processor
+	if lp := (logproc.Config{
+		Processing: cfg.Logs.Processing, TenantFromLabel: loki.TenantFromLabel, TenantMapping: loki.TenantMapping, DefaultTenant: loki.TenantID,
+	}); cfg.Logs.Enabled && lp.Needed() {
+		var err error
+		if logs, err = logproc.New(lp, env.Registry, env.Logger); err != nil {
+			return nil, err
+		}
+	}
 	return New(Config{
 		NATS:    cfg.NATS,
 		Routes:  routes,
 		Batch:   256,
 		AckWait: prom.Queue.AckWait,
-	}, env.Bus, env.PublisherMetrics, env.Registry, env.Logger)
+		Logs:    logs,
+	}, env.Bus, env.PublisherMetrics, env.Registry, env.Logger), nil
 }

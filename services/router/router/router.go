@@ -1,10 +1,12 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/config"
+	"github.com/watershed-dev/watershed/services/router/logproc"
 )
 
 // Destination is where one signal goes.
@@ -36,12 +39,16 @@ type Config struct {
 	// Batch is how many messages each partition's queue holds.
 	Batch   int
 	AckWait time.Duration
+	// Logs processes log messages (stages, tenant from a label); nil
+	// passes them through without decoding.
+	Logs *logproc.Processor
 }
 
 // Dropped-message reasons.
 const (
 	reasonUnknownSignal = "unknown_signal"
 	reasonBadHeader     = "bad_header"
+	reasonBadPayload    = "bad_payload"
 )
 
 type metrics struct {
@@ -91,7 +98,7 @@ func New(cfg Config, b *bus.Bus, pubMetrics *bus.PublisherMetrics, reg prometheu
 		metrics: newMetrics(reg),
 		logger:  logger,
 	}
-	for _, reason := range []string{reasonUnknownSignal, reasonBadHeader} {
+	for _, reason := range []string{reasonUnknownSignal, reasonBadHeader, reasonBadPayload} {
 		r.metrics.dropped.WithLabelValues(reason)
 	}
 	r.Service = services.NewBasicService(r.starting, r.running, nil)
@@ -189,16 +196,35 @@ func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
 		r.drop(msg, reasonBadHeader, err)
 		return nil
 	}
-	out := nats.NewMsg(bus.DestSubject(dest.Name, partition))
-	out.Data = msg.Data()
-	for k, v := range h {
-		out.Header[k] = v
+	outs := []logproc.Output{{Data: msg.Data(), Tenant: h.Get(bus.HeaderTenant), Count: count}}
+	if signal == bus.SignalLogs && r.cfg.Logs != nil {
+		if outs, err = r.cfg.Logs.Process(msg.Data()); err != nil {
+			r.drop(msg, reasonBadPayload, err)
+			return nil
+		}
+		count = 0
+		for _, o := range outs {
+			count += o.Count
+		}
 	}
-	if out.Header.Get(bus.HeaderTenant) == "" && dest.Tenant != "" {
-		out.Header.Set(bus.HeaderTenant, dest.Tenant)
-	}
-	if _, err := r.pub.Publish(ctx, out); err != nil {
-		return err
+	for i, o := range outs {
+		out := nats.NewMsg(bus.DestSubject(dest.Name, partition))
+		out.Data = o.Data
+		for k, v := range h {
+			out.Header[k] = v
+		}
+		out.Header.Set(bus.HeaderTenant, cmp.Or(o.Tenant, dest.Tenant))
+		if len(outs) > 1 {
+			// One message per tenant: each keeps an id of its own, the
+			// same at every retry.
+			out.Header.Set(jetstream.MsgIDHeader, h.Get(jetstream.MsgIDHeader)+"/"+strconv.Itoa(i))
+		}
+		if o.Count != count || len(outs) > 1 {
+			out.Header.Set(bus.HeaderCount, strconv.Itoa(o.Count))
+		}
+		if _, err := r.pub.Publish(ctx, out); err != nil {
+			return err
+		}
 	}
 	if err := msg.Ack(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		// Not acked: it comes back and is stored once thanks to its Nats-Msg-Id.

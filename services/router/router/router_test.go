@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grafana/loki/pkg/push"
+	"github.com/klauspost/compress/snappy"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,20 +17,25 @@ import (
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/bus/bustest"
 	"github.com/watershed-dev/watershed/platform/config"
+	"github.com/watershed-dev/watershed/services/router/logproc"
 )
 
-func startRouter(t *testing.T) (*Router, *bus.Bus) {
+func startRouter(t *testing.T, opts ...func(*Config, prometheus.Registerer)) (*Router, *bus.Bus) {
 	t.Helper()
 	natsCfg := bustest.NATSConfig(t.TempDir())
 	b := bustest.Open(t, natsCfg)
 	reg := prometheus.NewRegistry()
-	r := New(Config{
+	cfg := Config{
 		NATS: natsCfg,
 		Routes: map[string]Destination{
 			bus.SignalMetrics: {Name: bus.DestinationPrometheus, Tenant: "team-a", Buffer: config.Default().ExternalServices.Prometheus.Buffer},
 		},
 		Batch: 16, AckWait: time.Minute,
-	}, b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
+	}
+	for _, o := range opts {
+		o(&cfg, reg)
+	}
+	r := New(cfg, b, bus.NewPublisherMetrics(reg), reg, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	if err := r.StartAsync(ctx); err != nil {
 		t.Fatal(err)
@@ -146,4 +153,60 @@ func TestRouterDropsWhatItCannotRouteAndCountsIt(t *testing.T) {
 		info, err := raw.Info(ctx)
 		return err == nil && info.State.Msgs == 0
 	})
+}
+
+// With processing, a log message is decoded, its entries run through the
+// stages, and it is split by tenant; each part keeps an id of its own.
+func TestRouterProcessesLogsAndSplitsByTenant(t *testing.T) {
+	r, b := startRouter(t, func(c *Config, reg prometheus.Registerer) {
+		c.Routes[bus.SignalLogs] = Destination{Name: bus.DestinationLoki, Tenant: "default", Buffer: config.Default().ExternalServices.Loki.Buffer}
+		p, err := logproc.New(logproc.Config{
+			Processing: config.LogProcessingConfig{MaxLabels: 15, Stages: []config.LogStage{
+				{Drop: &config.DropStage{Expression: "^debug"}},
+			}},
+			TenantFromLabel: "namespace", TenantMapping: map[string]string{"shop": "team-shop"}, DefaultTenant: "default",
+		}, reg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Logs = p
+	})
+	ctx := context.Background()
+	js := b.JetStream()
+	ts := time.Unix(1764064800, 0)
+	req := push.PushRequest{Streams: []push.Stream{
+		{Labels: `{namespace="shop"}`, Entries: []push.Entry{{Timestamp: ts, Line: "sold"}, {Timestamp: ts, Line: "debug noise"}}},
+		{Labels: `{job="x"}`, Entries: []push.Entry{{Timestamp: ts, Line: "no namespace"}}},
+	}}
+	body, err := req.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := raw(bus.SignalLogs, 1, "log-1", "", string(snappy.Encode(nil, body)))
+	msg.Header.Set(bus.HeaderCount, "3")
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, raw(bus.SignalLogs, 1, "log-2", "", "not snappy")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "routed and dropped", func() bool {
+		return testutil.ToFloat64(r.metrics.routedItems.WithLabelValues("logs", "loki")) == 2 &&
+			testutil.ToFloat64(r.metrics.dropped.WithLabelValues(reasonBadPayload)) == 1
+	})
+	dest, err := js.Stream(ctx, bus.DestStream(bus.DestinationLoki))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for seq := uint64(1); ; seq++ {
+		m, err := dest.GetMsg(ctx, seq)
+		if err != nil {
+			break
+		}
+		got = append(got, m.Header.Get(bus.HeaderTenant)+" "+m.Header.Get(jetstream.MsgIDHeader)+" "+m.Header.Get(bus.HeaderCount))
+	}
+	if want := "team-shop log-1/0 1,default log-1/1 1"; strings.Join(got, ",") != want {
+		t.Errorf("destination holds %v, want %s", got, want)
+	}
 }

@@ -10,6 +10,10 @@ import (
 
 func main() {
 	runtime.Main("router", func(env *runtime.Env) ([][]services.Service, error) {
-		return [][]services.Service{{router.NewFromEnv(env)}}, nil
+		r, err := router.NewFromEnv(env)
+		if err != nil {
+			return nil, err
+		}
+		return [][]services.Service{{r}}, nil
 	})
 }
