@@ -161,8 +161,8 @@ type LokiConfig struct {
 	// the label get tenantId.
 	TenantFromLabel string            `yaml:"tenantFromLabel"`
 	TenantMapping   map[string]string `yaml:"tenantMapping"`
-	Buffer  StreamConfig `yaml:"buffer"`
-	Queue   QueueConfig  `yaml:"queue"`
+	Buffer          StreamConfig      `yaml:"buffer"`
+	Queue           QueueConfig       `yaml:"queue"`
 }
 
 // RegisterFlagsWithPrefix registers the flags and defaults.

@@ -258,7 +258,9 @@ func TestLogsExactlyOnceThroughRotationKillAndOutage(t *testing.T) {
 		}
 	})
 
-	published := func() float64 { return bus.metric(t, "watershed_router_routed_items_total", map[string]string{"signal": "logs"}) }
+	published := func() float64 {
+		return bus.metric(t, "watershed_router_routed_items_total", map[string]string{"signal": "logs"})
+	}
 	waitPublished := func(n int) {
 		waitFor(t, 60*time.Second, fmt.Sprintf("%d lines routed", n), func() (bool, string) {
 			v := published()
