@@ -41,6 +41,8 @@ deps-debian:
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-node-exporter >/dev/null || missing="$$missing prometheus-node-exporter"; \
 	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
+	command -v journalctl >/dev/null || missing="$$missing systemd"; \
+	[ -x /lib/systemd/systemd-journal-remote ] || command -v systemd-journal-remote >/dev/null || missing="$$missing systemd-journal-remote"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

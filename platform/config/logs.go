@@ -19,6 +19,7 @@ type LogsConfig struct {
 	Files         []LogFile           `yaml:"files"`
 	Tail          TailConfig          `yaml:"tail"`
 	Processing    LogProcessingConfig `yaml:"processing"`
+	Journal       JournalConfig       `yaml:"journal"`
 	ClusterEvents ClusterEventsConfig `yaml:"cluster_events"`
 }
 
@@ -52,6 +53,18 @@ type TailConfig struct {
 	PositionsDirectory string        `yaml:"positionsDirectory"`
 }
 
+// JournalConfig is the node's systemd journal.
+type JournalConfig struct {
+	Enabled bool   `yaml:"enabled"`
+	Path    string `yaml:"path"`
+	// Units limits the journal to these units (journalctl -u); empty means all.
+	Units flagext.StringSliceCSV `yaml:"units"`
+	// MaxAge is how far back a first start reads.
+	MaxAge time.Duration `yaml:"maxAge"`
+	// Journalctl is the program that reads the journal files.
+	Journalctl string `yaml:"journalctl"`
+}
+
 // ClusterEventsConfig turns Kubernetes Events into log lines.
 type ClusterEventsConfig struct {
 	Enabled    bool                   `yaml:"enabled"`
@@ -83,6 +96,11 @@ func (c *LogsConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	c.Tail.MaxBatchBytes = 512 << 10
 	f.Var(&c.Tail.MaxBatchBytes, prefix+"tail.maxBatchBytes", "Bytes of one file read into one bus message, at most.")
 	f.StringVar(&c.Tail.PositionsDirectory, prefix+"tail.positionsDirectory", "data/positions", "Where positions (file identity and acknowledged offset) survive a restart; a hostPath in a cluster.")
+	f.BoolVar(&c.Journal.Enabled, prefix+"journal.enabled", false, "Read the node's systemd journal (job integrations/kubernetes/journal).")
+	f.StringVar(&c.Journal.Path, prefix+"journal.path", "/var/log/journal", "Directory of the journal files.")
+	f.Var(&c.Journal.Units, prefix+"journal.units", "Only these units (comma-separated); empty means all.")
+	f.DurationVar(&c.Journal.MaxAge, prefix+"journal.maxAge", 8*time.Hour, "How far back the first start reads; later starts go on from the acknowledged cursor.")
+	f.StringVar(&c.Journal.Journalctl, prefix+"journal.journalctl", "journalctl", "The journalctl program that reads the journal files.")
 	f.IntVar(&c.Processing.MaxLabels, prefix+"processing.maxLabels", 15, "Labels a stream may have after the processing stages (Loki's default limit is 15).")
 	f.BoolVar(&c.ClusterEvents.Enabled, prefix+"cluster_events.enabled", true, "Turn Kubernetes Events into log lines (discovery's leader).")
 	f.StringVar(&c.ClusterEvents.LogFormat, prefix+"cluster_events.logFormat", "logfmt", "Format of event log lines: logfmt or json.")
@@ -107,6 +125,9 @@ func (c *LogsConfig) Validate() error {
 		errs = append(errs, fieldErr("logs.pod_logs.gatherMethod", "%q is not supported (volumes is)", c.PodLogs.GatherMethod))
 	}
 	errs = append(errs, c.Tail.validate("logs.tail"), c.Processing.Validate())
+	if c.Journal.Enabled && c.Journal.MaxAge <= 0 {
+		errs = append(errs, fieldErr("logs.journal.maxAge", "must be positive"))
+	}
 	for i, lf := range c.Files {
 		errs = append(errs, lf.validate(fmt.Sprintf("logs.files[%d]", i)))
 	}

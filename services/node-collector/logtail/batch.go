@@ -129,20 +129,27 @@ func (b *batch) markClean(end int) {
 }
 
 func (b *batch) emit(stream int, ts time.Time, content []byte) {
-	if len(content) > b.limits.maxLineSize {
-		cut := b.limits.maxLineSize
+	content = sanitize(content, b.limits.maxLineSize, &b.counts)
+	b.streams[stream].Append(ts, content, b.src.meta)
+	b.counts.entries++
+}
+
+// sanitize cuts a line to maxSize bytes (not inside a character) and
+// replaces invalid UTF-8, counting both.
+func sanitize(content []byte, maxSize int, c *counts) []byte {
+	if len(content) > maxSize {
+		cut := maxSize
 		for cut > 0 && !utf8.RuneStart(content[cut]) {
 			cut--
 		}
 		content = content[:cut]
-		b.counts.truncated++
+		c.truncated++
 	}
 	if !utf8.Valid(content) {
 		content = bytes.ToValidUTF8(content, []byte("\uFFFD"))
-		b.counts.invalidUTF8++
+		c.invalidUTF8++
 	}
-	b.streams[stream].Append(ts, content, b.src.meta)
-	b.counts.entries++
+	return content
 }
 
 // commit drops what was appended after the last clean point: those lines

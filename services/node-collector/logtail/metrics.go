@@ -5,7 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-// metrics of the log path, by kind of source ("pod" or "file"); no series
+// metrics of the log path, by kind of source ("pod", "file" or "journal"); no series
 // per file, so nothing grows with the files a node sees.
 type metrics struct {
 	lines          *prometheus.CounterVec
@@ -64,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Writes of the positions file (each covers every change before it).",
 		}),
 	}
-	for _, kind := range []string{"pod", "file"} {
+	for _, kind := range []string{"pod", "file", "journal"} {
 		for _, c := range []*prometheus.CounterVec{m.lines, m.bytesRead, m.truncated, m.invalidUTF8, m.parseErrors, m.readErrors, m.released} {
 			c.WithLabelValues(kind)
 		}

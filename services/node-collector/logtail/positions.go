@@ -28,6 +28,11 @@ type position struct {
 	// Tail is the last bytes before Offset: they find the copy of a file
 	// truncated (copytruncate) while the collector was down.
 	Tail []byte `json:"tail,omitempty"`
+	// Cursor is the journal cursor of the last entry acknowledged, and
+	// PendingCursor the last of the batch being published (for journals,
+	// which have no offsets).
+	Cursor        string `json:"cursor,omitempty"`
+	PendingCursor string `json:"pendingCursor,omitempty"`
 }
 
 const positionsFile = "positions.json"

@@ -161,6 +161,9 @@ func (t *Tailer) run(ctx context.Context) error {
 	}
 	tailCtx, cancelTails := context.WithCancel(ctx)
 	defer cancelTails()
+	if t.cfg.Logs.Journal.Enabled {
+		t.wg.Go(func() { newJournalReader(t.sh, t.cfg.Logs.Journal, t.cfg.Cluster).run(tailCtx) })
+	}
 	t.scan(tailCtx, true)
 	tick := time.NewTicker(t.cfg.Logs.Tail.PollInterval)
 	defer tick.Stop()

@@ -33,6 +33,7 @@ type rig struct {
 	seen    map[string]int // line -> times received
 	labels  map[string]string
 	meta    map[string]push.LabelsAdapter
+	times   map[string]time.Time
 	reg     *prometheus.Registry
 	current *Tailer
 }
@@ -50,7 +51,7 @@ func newRig(t *testing.T) *rig {
 	dir := t.TempDir()
 	logs.Files = []config.LogFile{{Path: filepath.Join(dir, "*.log"), Labels: map[string]string{"job": "app"}}}
 	r := &rig{
-		t: t, bus: b, dir: dir, seen: map[string]int{}, labels: map[string]string{}, meta: map[string]push.LabelsAdapter{},
+		t: t, bus: b, dir: dir, seen: map[string]int{}, labels: map[string]string{}, meta: map[string]push.LabelsAdapter{}, times: map[string]time.Time{},
 		cfg: Config{Cluster: "test", Node: "node-a", Logs: logs, NATS: natsCfg, FlushTimeout: 5 * time.Second, UnknownPodGrace: time.Hour},
 	}
 	ctx := context.Background()
@@ -144,6 +145,7 @@ func (r *rig) drain(wait time.Duration) {
 				r.seen[e.Line]++
 				r.labels[e.Line] = s.Labels
 				r.meta[e.Line] = e.StructuredMetadata
+				r.times[e.Line] = e.Timestamp
 			}
 		}
 		_ = msg.Ack()
