@@ -250,7 +250,9 @@ func (t *Tailer) sources() map[string]*source {
 	if t.cfg.Logs.PodLogs.Enabled {
 		pods := *t.nodePod.Load()
 		now := time.Now()
+		asked := map[string]bool{}
 		unknownOK := func(path string) bool {
+			asked[path] = true
 			first, ok := t.firstSeen[path]
 			if !ok {
 				t.firstSeen[path] = now
@@ -260,7 +262,11 @@ func (t *Tailer) sources() map[string]*source {
 		}
 		for path, src := range podSources(t.cfg.Logs.PodLogs, t.cfg.Cluster, t.cfg.Node, pods, unknownOK) {
 			out[path] = src
-			delete(t.firstSeen, path)
+		}
+		for path := range t.firstSeen {
+			if !asked[path] || out[path] != nil {
+				delete(t.firstSeen, path) // gone, or its pod is known now
+			}
 		}
 	}
 	return out

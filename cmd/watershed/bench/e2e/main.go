@@ -1,9 +1,11 @@
-// Command e2e is the end-to-end metrics benchmark: it serves synthetic
-// exposition targets and a remote-write receiver that decodes and counts
-// samples, runs the watershed binary as a separate process against them
-// (all-in-one, embedded JetStream with file storage), and prints samples/s
-// delivered, CPU-seconds of the watershed process per million samples and
-// its peak RSS. It stops by itself after -duration.
+// Command e2e is the end-to-end benchmark. For metrics (-signal=metrics) it
+// serves synthetic exposition targets and a remote-write receiver that
+// decodes and counts samples, runs the watershed binary as a separate
+// process against them (all-in-one, embedded JetStream with file storage),
+// and prints samples/s delivered, CPU-seconds of the watershed process per
+// million samples and its peak RSS. For logs (-signal=logs) it writes CRI
+// files at -log-rate and counts what reaches a Loki-protocol receiver. It
+// stops by itself after -duration.
 package main
 
 import (
@@ -35,6 +37,9 @@ type options struct {
 	warmup   time.Duration
 	duration time.Duration
 	profile  string
+	signal   string
+	logRate  float64
+	logFiles int
 }
 
 func main() {
@@ -46,8 +51,15 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 10*time.Second, "time before measuring")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "measured time")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the watershed process over the measured time to this file")
+	flag.StringVar(&o.signal, "signal", "metrics", "metrics or logs")
+	flag.Float64Var(&o.logRate, "log-rate", 10, "logs: MiB/s written, across all files")
+	flag.IntVar(&o.logFiles, "log-files", 4, "logs: files written")
 	flag.Parse()
-	if err := run(o); err != nil {
+	runSignal := run
+	if o.signal == "logs" {
+		runSignal = runLogs
+	}
+	if err := runSignal(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}

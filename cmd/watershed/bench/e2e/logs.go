@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/grafana/loki/pkg/push"
+	"github.com/klauspost/compress/s2"
+)
+
+// lokiReceiver decodes Loki push requests and counts their lines.
+type lokiReceiver struct {
+	lines, rejected atomic.Int64
+}
+
+func (r *lokiReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(req.Body)
+	if err == nil {
+		body, err = s2.Decode(nil, body)
+	}
+	var pr push.PushRequest
+	if err == nil {
+		err = pr.Unmarshal(body)
+	}
+	if err != nil {
+		r.rejected.Add(1)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	for _, s := range pr.Streams {
+		r.lines.Add(int64(len(s.Entries)))
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// logLine is a 200-byte CRI line.
+func logLine(i int) string {
+	head := fmt.Sprintf("%s stdout F level=info msg=\"request served\" seq=%09d ", time.Now().UTC().Format(time.RFC3339Nano), i)
+	return head + strings.Repeat("x", 199-len(head)) + "\n"
+}
+
+// writeLogs appends CRI lines to files at rate bytes/s until ctx ends.
+func writeLogs(ctx context.Context, files []string, rate float64) error {
+	fs := make([]*os.File, len(files))
+	for i, name := range files {
+		f, err := os.Create(name)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		fs[i] = f
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	start, written, seq := time.Now(), 0.0, 0
+	var sb strings.Builder
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		for i, f := range fs {
+			sb.Reset()
+			due := rate*time.Since(start).Seconds() - written
+			for float64(sb.Len()) < due/float64(len(fs)-i) {
+				sb.WriteString(logLine(seq))
+				seq++
+			}
+			written += float64(sb.Len())
+			if _, err := f.WriteString(sb.String()); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// runLogs measures file to Loki: CRI files written at a fixed rate, tailed
+// by the all-in-one, delivered to a counting Loki-protocol receiver.
+func runLogs(o options) error {
+	recv := &lokiReceiver{}
+	recvAddr, err := serve(recv)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "watershed-bench-logs-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	var files []string
+	for i := range o.logFiles {
+		files = append(files, filepath.Join(dir, "logs", fmt.Sprintf("app-%d.log", i)))
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(`cluster: {name: bench}
+server: {httpListenAddress: %q, logLevel: warn}
+nats: {storeDir: %q, listenAddress: "127.0.0.1:-1"}
+externalServices:
+  prometheus: {host: "http://127.0.0.1:1"}
+  loki: {host: "http://%s"}
+metrics: {enabled: false}
+logs:
+  pod_logs: {enabled: false}
+  files: [{path: %q, format: cri, labels: {job: bench}}]
+  tail: {positionsDirectory: %q}
+`, httpAddr, filepath.Join(dir, "nats"), recvAddr, filepath.Join(dir, "logs", "*.log"), filepath.Join(dir, "positions"))
+	cfgFile := filepath.Join(dir, "bench.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration+time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, o.binary, "run", "-config.file="+cfgFile)
+	logFile, err := os.Create(filepath.Join(dir, "watershed.log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", o.binary, err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	writeCtx, stopWriting := context.WithCancel(ctx)
+	defer stopWriting()
+	writeErr := make(chan error, 1)
+	go func() { writeErr <- writeLogs(writeCtx, files, o.logRate*(1<<20)) }()
+
+	time.Sleep(o.warmup) // a benchmark phase, not synchronisation
+	cpu0, err := cpuSeconds(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	lines0, start := recv.lines.Load(), time.Now()
+	time.Sleep(o.duration)
+	cpu1, err := cpuSeconds(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	lines, elapsed := float64(recv.lines.Load()-lines0), time.Since(start)
+	rss, err := peakRSS(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	stopWriting()
+	if err := <-writeErr; err != nil {
+		return err
+	}
+	if lines == 0 {
+		log, _ := os.ReadFile(logFile.Name())
+		return fmt.Errorf("nothing delivered; watershed log:\n%s", tail(log, 4000))
+	}
+	cpu := cpu1 - cpu0
+	fileBytes := lines * 200 // each line is 200 bytes in its file
+	fmt.Printf("logs end to end: %d CRI files written at %.0f MiB/s in all (200-byte lines), %s measured after %s warm-up\n",
+		o.logFiles, o.logRate, o.duration, o.warmup)
+	fmt.Printf("| lines delivered/s | file MiB/s delivered | CPU-s per GiB of file | cores used | peak RSS |\n")
+	fmt.Printf("| --- | --- | --- | --- | --- |\n")
+	fmt.Printf("| %.0f | %.1f | %.2f | %.3f | %.1f MiB |\n",
+		lines/elapsed.Seconds(), fileBytes/(1<<20)/elapsed.Seconds(), cpu/(fileBytes/(1<<30)), cpu/elapsed.Seconds(), float64(rss)/(1<<20))
+	if rejected := recv.rejected.Load(); rejected > 0 {
+		return fmt.Errorf("receiver refused %d requests", rejected)
+	}
+	return nil
+}
