@@ -111,3 +111,36 @@ func TestPodLogsFollowDiscoveryMetadata(t *testing.T) {
 		})
 	}
 }
+
+// A pod file whose pod discovery never lists is tailed after the grace,
+// labelled from its path, and stays tailed.
+func TestPodWithoutMetadataAfterGrace(t *testing.T) {
+	r := newRig(t)
+	podDir := t.TempDir()
+	r.cfg.Logs.Files = nil
+	r.cfg.Logs.PodLogs.Enabled = true
+	r.cfg.Logs.PodLogs.Directory = podDir
+	r.cfg.UnknownPodGrace = 50 * time.Millisecond
+	path := writePodLog(t, podDir, "shop", "api-1", "u1", "api", "first")
+	r.start()
+	waitFor(t, "the first line", func() bool {
+		r.drain(50 * time.Millisecond)
+		return r.seen["first"] == 1
+	})
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := range 5 {
+		// Several polls apart, the file stays tailed.
+		fmt.Fprintf(f, "2026-11-25T10:00:00.000000001Z stdout F later-%d\n", i)
+		waitFor(t, "a later line", func() bool {
+			r.drain(50 * time.Millisecond)
+			return r.seen[fmt.Sprintf("later-%d", i)] == 1
+		})
+	}
+	if got := r.labels["first"]; got != `{cluster="test", container="api", job="shop/api", namespace="shop", node="node-a", pod="api-1", stream="stdout"}` {
+		t.Errorf("labels %s", got)
+	}
+}

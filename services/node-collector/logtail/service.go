@@ -264,7 +264,7 @@ func (t *Tailer) sources() map[string]*source {
 			out[path] = src
 		}
 		for path := range t.firstSeen {
-			if !asked[path] || out[path] != nil {
+			if !asked[path] {
 				delete(t.firstSeen, path) // gone, or its pod is known now
 			}
 		}
