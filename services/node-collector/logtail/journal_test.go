@@ -1,9 +1,7 @@
 package logtail
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -123,21 +121,11 @@ func TestJournalResumesFromCursor(t *testing.T) {
 
 	// As if killed between the publish and the position update: the
 	// batch is sent again under the same id, and JetStream drops it.
-	path := filepath.Join(r.cfg.Logs.Tail.PositionsDirectory, positionsFile)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc positionsDoc
-	if err := json.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
-	key := "journal:" + dir
-	doc.Files[key] = position{PendingCursor: doc.Files[key].Cursor}
-	data, _ = json.Marshal(doc)
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	editPositions(t, r.cfg.Logs.Tail.PositionsDirectory, func(p *positions) {
+		key := "journal:" + dir
+		pos, _ := p.get(key)
+		p.set(key, position{PendingCursor: pos.Cursor})
+	})
 	writeJournal(t, dir, "two", 100, 200, 0)
 	r.start()
 	for i := 100; i < 200; i++ {

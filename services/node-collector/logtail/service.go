@@ -60,6 +60,10 @@ type tailEnd struct {
 	err  error
 }
 
+// ackFlushDelay bounds how long an acknowledged position may wait in
+// memory; well inside nats.duplicateWindow.
+const ackFlushDelay = time.Second
+
 // retryFailedAfter is how long a file that could not be opened waits.
 const retryFailedAfter = time.Minute
 
@@ -141,7 +145,7 @@ func (t *Tailer) starting(ctx context.Context) error {
 		return err
 	}
 	t.logger.Info("tailing logs", "podLogs", t.cfg.Logs.PodLogs.Enabled, "podLogDirectory", t.cfg.Logs.PodLogs.Directory,
-		"files", len(t.cfg.Logs.Files), "positions", pos.path, "knownPositions", len(pos.paths()))
+		"files", len(t.cfg.Logs.Files), "positions", pos.dir, "knownPositions", len(pos.paths()))
 	return nil
 }
 
@@ -173,7 +177,7 @@ func (t *Tailer) run(ctx context.Context) error {
 			timer := time.AfterFunc(t.cfg.FlushTimeout, cancelFlush)
 			defer timer.Stop()
 			t.wg.Wait()
-			return t.sh.positions.sync()
+			return t.sh.positions.close()
 		case end := <-t.finished:
 			delete(t.running, end.path)
 			if end.err != nil {
@@ -186,7 +190,11 @@ func (t *Tailer) run(ctx context.Context) error {
 			}
 		case <-tick.C:
 			t.scan(tailCtx, false)
-			if t.sh.positions.dirty() {
+			// Acknowledged positions reach the disk with the next batch's
+			// intent, or at the latest after ackFlushDelay: a crash before
+			// that sends the last batches again under their ids, which the
+			// duplicate window (minutes) still drops.
+			if since := t.sh.positions.dirtySince(); !since.IsZero() && time.Since(since) >= ackFlushDelay {
 				if err := t.sh.positions.sync(); err != nil {
 					t.logger.Warn("positions not written", "err", err)
 				}

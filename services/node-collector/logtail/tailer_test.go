@@ -2,7 +2,6 @@ package logtail
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -337,23 +336,12 @@ func TestPendingBatchIsStoredOnce(t *testing.T) {
 	r.receive(200)
 	r.stop()
 	// Put the position back to where it was during that publish.
-	path := filepath.Join(r.cfg.Logs.Tail.PositionsDirectory, positionsFile)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc positionsDoc
-	if err := json.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(r.dir, "a.log")
-	pos := doc.Files[file]
-	pos.PendingEnd, pos.Offset, pos.Tail = pos.Offset, 0, nil
-	doc.Files[file] = pos
-	data, _ = json.Marshal(doc)
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	editPositions(t, r.cfg.Logs.Tail.PositionsDirectory, func(p *positions) {
+		file := filepath.Join(r.dir, "a.log")
+		pos, _ := p.get(file)
+		pos.PendingEnd, pos.Offset, pos.Tail = pos.Offset, 0, nil
+		p.set(file, pos)
+	})
 	r.start()
 	waitFor(t, "the replayed batch", func() bool {
 		return r.counter("watershed_bus_publish_duplicates_total") == 1
@@ -383,4 +371,17 @@ func TestDeletedFileIsDrainedAndReleased(t *testing.T) {
 		_, ok := r.current.sh.positions.get(filepath.Join(r.dir, "a.log"))
 		return !ok && r.counter("watershed_logs_files_released_total") == 1
 	})
+}
+
+// editPositions changes the positions a stopped collector left.
+func editPositions(t *testing.T, dir string, edit func(*positions)) {
+	t.Helper()
+	p, err := openPositions(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(p)
+	if err := p.close(); err != nil {
+		t.Fatal(err)
+	}
 }

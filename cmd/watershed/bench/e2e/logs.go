@@ -149,6 +149,12 @@ logs:
 		return err
 	}
 	lines0, start := recv.lines.Load(), time.Now()
+	profileDone := make(chan error, 1)
+	if o.profile != "" {
+		go func() { profileDone <- fetchProfile(httpAddr, o.duration, o.profile) }()
+	} else {
+		profileDone <- nil
+	}
 	time.Sleep(o.duration)
 	cpu1, err := cpuSeconds(cmd.Process.Pid)
 	if err != nil {
@@ -175,6 +181,10 @@ logs:
 	fmt.Printf("| --- | --- | --- | --- | --- |\n")
 	fmt.Printf("| %.0f | %.1f | %.2f | %.3f | %.1f MiB |\n",
 		lines/elapsed.Seconds(), fileBytes/(1<<20)/elapsed.Seconds(), cpu/(fileBytes/(1<<30)), cpu/elapsed.Seconds(), float64(rss)/(1<<20))
+	fmt.Println(metricLines(httpAddr, "watershed_logs_lines_total{kind=\"file\"}", "watershed_logs_position_writes_total", "watershed_bus_published_messages_total{component=\"logtail\"", "watershed_writer_requests_total"))
+	if err := <-profileDone; err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
 	if rejected := recv.rejected.Load(); rejected > 0 {
 		return fmt.Errorf("receiver refused %d requests", rejected)
 	}

@@ -299,6 +299,11 @@ func fetchProfile(httpAddr string, d time.Duration, file string) error {
 // pipelineState reads Watershed's own counters: whether delivery kept up
 // with scraping.
 func pipelineState(httpAddr string) string {
+	return metricLines(httpAddr, "watershed_collector_samples_published_total", "watershed_writer_items_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}")
+}
+
+// metricLines is Watershed's own series whose lines start with one of names.
+func metricLines(httpAddr string, names ...string) string {
 	resp, err := http.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
 		return "watershed metrics: " + err.Error()
@@ -307,7 +312,7 @@ func pipelineState(httpAddr string) string {
 	b, _ := io.ReadAll(resp.Body)
 	var out []string
 	for _, line := range strings.Split(string(b), "\n") {
-		for _, name := range []string{"watershed_collector_samples_published_total", "watershed_writer_items_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}"} {
+		for _, name := range names {
 			if strings.HasPrefix(line, name) {
 				out = append(out, line)
 			}
