@@ -77,6 +77,7 @@ bench: tools build
 	go test -run '^$$' -bench . -benchmem -count=1 ./platform/... ./services/node-collector/...
 	go test -run '^$$' -bench PodChangeToAssignment -benchtime 20x -count=1 ./services/discovery/discovery/
 	go run ./cmd/watershed/bench/e2e -duration=30s
+	go run ./cmd/watershed/bench/e2e -signal=logs -log-rate=10 -duration=30s
 
 tidy:
 	for m in $(MODULES); do (cd $$m && GOFLAGS= go mod tidy); done
