@@ -336,6 +336,11 @@ func (t *fileTailer) drain(ctx context.Context, o *openFile) error {
 // findSibling opens the first regular file beside path, other than path
 // and compressed rotations, that match accepts.
 func findSibling(path string, match func(name string, fi os.FileInfo) bool) *openFile {
+	// A pod log path may be a link to the runtime's own file (cri-dockerd
+	// links Docker's json-file logs): rotations happen beside the target.
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
+	}
 	dir, base := filepath.Split(path)
 	entries, err := os.ReadDir(dir)
 	if err != nil {

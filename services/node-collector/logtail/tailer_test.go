@@ -270,6 +270,39 @@ func TestRenamesInQuickSuccession(t *testing.T) {
 	r.receive(n + 100)
 }
 
+// A path that links to the runtime's file (cri-dockerd) is followed
+// through the target's rotations, which happen beside the target.
+func TestSymlinkedFileRotation(t *testing.T) {
+	r := newRig(t)
+	target := t.TempDir()
+	link := filepath.Join(r.dir, "a.log")
+	if err := os.Symlink(filepath.Join(target, "c-json.log"), link); err != nil {
+		t.Fatal(err)
+	}
+	r.cfg.Logs.Files[0].Path = link
+	writeTo := func(from, to int) {
+		f, err := os.OpenFile(filepath.Join(target, "c-json.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for i := from; i < to; i++ {
+			fmt.Fprintf(f, "line-%05d %s\n", i, strings.Repeat("x", i%50))
+		}
+	}
+	writeTo(0, 100)
+	r.start()
+	r.receive(100)
+	r.stop()
+	writeTo(100, 200)
+	if err := os.Rename(filepath.Join(target, "c-json.log"), filepath.Join(target, "c-json.log.1")); err != nil {
+		t.Fatal(err)
+	}
+	writeTo(200, 300)
+	r.start()
+	r.receive(300)
+}
+
 func TestRestartResumesWhereAcknowledged(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -383,5 +416,20 @@ func editPositions(t *testing.T, dir string, edit func(*positions)) {
 	edit(p)
 	if err := p.close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Compressed rotations are never read, even when the glob matches them.
+func TestCompressedRotationsAreIgnored(t *testing.T) {
+	r := newRig(t)
+	r.cfg.Logs.Files[0].Path = filepath.Join(r.dir, "*")
+	if err := os.WriteFile(filepath.Join(r.dir, "a.log.1.gz"), []byte("\x1f\x8b compressed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.write("a.log", 0, 50)
+	r.start()
+	r.receive(50)
+	if got := r.seen["\x1f\x8b compressed"]; got != 0 {
+		t.Errorf("the .gz file was read")
 	}
 }
