@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -125,61 +124,23 @@ logs:
   files: [{path: %q, format: cri, labels: {job: bench}}]
   tail: {positionsDirectory: %q}
 `, httpAddr, filepath.Join(dir, "nats"), recvAddr, filepath.Join(dir, "logs", "*.log"), filepath.Join(dir, "positions"))
-	cfgFile := filepath.Join(dir, "bench.yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration+time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, o.binary, "run", "-config.file="+cfgFile)
-	logFile, err := os.Create(filepath.Join(dir, "watershed.log"))
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", o.binary, err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	}()
-	writeCtx, stopWriting := context.WithCancel(ctx)
+	writeCtx, stopWriting := context.WithCancel(context.Background())
 	defer stopWriting()
 	writeErr := make(chan error, 1)
 	go func() { writeErr <- writeLogs(writeCtx, files, o.logRate*(1<<20)) }()
-
-	time.Sleep(o.warmup) // a benchmark phase, not synchronisation
-	cpu0, err := cpuSeconds(cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	lines0, start := recv.lines.Load(), time.Now()
-	profileDone := make(chan error, 1)
-	if o.profile != "" {
-		go func() { profileDone <- fetchProfile(httpAddr, o.duration, o.profile) }()
-	} else {
-		profileDone <- nil
-	}
-	time.Sleep(o.duration)
-	cpu1, err := cpuSeconds(cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	lines, elapsed := float64(recv.lines.Load()-lines0), time.Since(start)
-	rss, err := peakRSS(cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
+	var state string
+	m, err := measure(o, dir, httpAddr, cfg, recv.lines.Load, func() {
+		state = metricLines(httpAddr, "watershed_logs_lines_total{kind=\"file\"}", "watershed_logs_position_writes_total",
+			"watershed_bus_published_messages_total{component=\"logtail\"", "watershed_writer_requests_total")
+	})
 	stopWriting()
-	if err := <-writeErr; err != nil {
+	if werr := <-writeErr; err == nil {
+		err = werr
+	}
+	if err != nil {
 		return err
 	}
-	if lines == 0 {
-		log, _ := os.ReadFile(logFile.Name())
-		return fmt.Errorf("nothing delivered; watershed log:\n%s", tail(log, 4000))
-	}
-	cpu := cpu1 - cpu0
+	lines, cpu, elapsed, rss := m.delivered, m.cpu, m.elapsed, m.rss
 	fileBytes := lines * 200 // each line is 200 bytes in its file
 	fmt.Printf("logs end to end: %d CRI files written at %.0f MiB/s in all (200-byte lines), %s measured after %s warm-up\n",
 		o.logFiles, o.logRate, o.duration, o.warmup)
@@ -187,10 +148,7 @@ logs:
 	fmt.Printf("| --- | --- | --- | --- | --- |\n")
 	fmt.Printf("| %.0f | %.1f | %.2f | %.3f | %.1f MiB |\n",
 		lines/elapsed.Seconds(), fileBytes/(1<<20)/elapsed.Seconds(), cpu/(fileBytes/(1<<30)), cpu/elapsed.Seconds(), float64(rss)/(1<<20))
-	fmt.Println(metricLines(httpAddr, "watershed_logs_lines_total{kind=\"file\"}", "watershed_logs_read_bytes_total{kind=\"file\"}", "watershed_logs_position_writes_total", "watershed_bus_published_messages_total{component=\"logtail\"", "watershed_writer_requests_total"))
-	if err := <-profileDone; err != nil {
-		return fmt.Errorf("cpu profile: %w", err)
-	}
+	fmt.Println(state)
 	if rejected := recv.rejected.Load(); rejected > 0 {
 		return fmt.Errorf("receiver refused %d requests", rejected)
 	}

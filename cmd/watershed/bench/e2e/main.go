@@ -10,7 +10,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -84,54 +82,13 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	cfgFile := filepath.Join(dir, "bench.yaml")
-	if err := os.WriteFile(cfgFile, []byte(benchConfig(o, dir, httpAddr, targets, recvAddr)), 0o644); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration+time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, o.binary, "run", "-config.file="+cfgFile)
-	logFile, err := os.Create(filepath.Join(dir, "watershed.log"))
+	var state string
+	m, err := measure(o, dir, httpAddr, benchConfig(o, dir, httpAddr, targets, recvAddr), recv.samples.Load,
+		func() { state = pipelineState(httpAddr) })
 	if err != nil {
 		return err
 	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", o.binary, err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	}()
-
-	time.Sleep(o.warmup) // a benchmark phase, not synchronisation
-	cpu0, err := cpuSeconds(cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	samples0, start := recv.samples.Load(), time.Now()
-	profileDone := make(chan error, 1)
-	if o.profile != "" {
-		go func() { profileDone <- fetchProfile(httpAddr, o.duration, o.profile) }()
-	} else {
-		profileDone <- nil
-	}
-	time.Sleep(o.duration)
-	cpu1, err := cpuSeconds(cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	samples1, elapsed := recv.samples.Load(), time.Since(start)
-	rss, err := peakRSS(cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	delivered := float64(samples1 - samples0)
-	if delivered == 0 {
-		log, _ := os.ReadFile(logFile.Name())
-		return fmt.Errorf("nothing delivered; watershed log:\n%s", tail(log, 4000))
-	}
-	cpu := cpu1 - cpu0
+	delivered, cpu, elapsed, rss := m.delivered, m.cpu, m.elapsed, m.rss
 	active := float64(o.targets * (o.series + 5))
 	fmt.Printf("metrics end to end: %d targets x %d series every %s, %s measured after %s warm-up\n",
 		o.targets, o.series, o.interval, o.duration, o.warmup)
@@ -139,10 +96,7 @@ func run(o options) error {
 	fmt.Printf("| --- | --- | --- | --- | --- |\n")
 	fmt.Printf("| %.0f | %.3f | %.2f | %.1f MiB | %.0f |\n",
 		delivered/elapsed.Seconds(), cpu/(delivered/1e6), cpu/elapsed.Seconds(), float64(rss)/(1<<20), float64(rss)/active)
-	fmt.Println(pipelineState(httpAddr))
-	if err := <-profileDone; err != nil {
-		return fmt.Errorf("cpu profile: %w", err)
-	}
+	fmt.Println(state)
 	if rejected := recv.rejected.Load(); rejected > 0 {
 		return fmt.Errorf("receiver refused %d requests", rejected)
 	}
