@@ -16,7 +16,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 VICTORIA_LOGS_VERSION := v1.52.1
 export PATH := $(TOOLS_DIR)/bin:$(PATH)
 
-MODULES := platform proto services/discovery services/node-collector services/router services/writer-loki services/writer-mimir cmd/watershed
+MODULES := platform proto deploy services/discovery services/node-collector services/router services/writer-loki services/writer-mimir cmd/watershed
 CONFIG ?= examples/local.yaml
 
 .PHONY: all build run test bench proto tools tools-k8s deps-debian tidy clean

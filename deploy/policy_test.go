@@ -1,0 +1,316 @@
+package deploy_test
+
+import (
+	"path"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/watershed-dev/watershed/platform/config"
+)
+
+// watershedComponents are the workloads built from this repository.
+var watershedComponents = []string{"node-collector", "discovery", "router", "writer-mimir", "writer-loki"}
+
+// podSpecs are every pod template of a rendering, by workload name.
+func podSpecs(r *rendered) map[string]*corev1.PodSpec {
+	out := map[string]*corev1.PodSpec{}
+	for _, o := range r.all("Deployment") {
+		d := o.(*appsv1.Deployment)
+		out[d.Name] = &d.Spec.Template.Spec
+	}
+	for _, o := range r.all("DaemonSet") {
+		d := o.(*appsv1.DaemonSet)
+		out[d.Name] = &d.Spec.Template.Spec
+	}
+	for _, o := range r.all("StatefulSet") {
+		s := o.(*appsv1.StatefulSet)
+		out[s.Name] = &s.Spec.Template.Spec
+	}
+	return out
+}
+
+func TestRenderedObjectsDecodeStrictly(t *testing.T) {
+	for name, r := range overlays(t) {
+		t.Run(name, func(t *testing.T) {
+			specs := podSpecs(r)
+			for _, want := range append([]string{"nats"}, watershedComponents...) {
+				if specs[want] == nil {
+					t.Errorf("no workload %s", want)
+				}
+			}
+			if len(r.all("ServiceMonitor")) != len(watershedComponents) {
+				t.Errorf("%d ServiceMonitors, want one per component (%d)", len(r.all("ServiceMonitor")), len(watershedComponents))
+			}
+			if len(r.all("PrometheusRule")) != 1 {
+				t.Error("no PrometheusRule")
+			}
+		})
+	}
+}
+
+func TestContainersAreLockedDown(t *testing.T) {
+	for name, r := range overlays(t) {
+		t.Run(name, func(t *testing.T) {
+			for workload, spec := range podSpecs(r) {
+				for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+					checkContainer(t, workload, spec, c)
+				}
+			}
+		})
+	}
+}
+
+func checkContainer(t *testing.T, workload string, spec *corev1.PodSpec, c corev1.Container) {
+	t.Helper()
+	where := workload + "/" + c.Name
+	sc := c.SecurityContext
+	psc := spec.SecurityContext
+	if sc == nil {
+		t.Errorf("%s: no securityContext", where)
+		return
+	}
+	nonRoot := (sc.RunAsNonRoot != nil && *sc.RunAsNonRoot) || (psc != nil && psc.RunAsNonRoot != nil && *psc.RunAsNonRoot)
+	if !nonRoot {
+		t.Errorf("%s: not runAsNonRoot", where)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("%s: root filesystem not read-only", where)
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("%s: privilege escalation allowed", where)
+	}
+	if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+		t.Errorf("%s: capabilities not all dropped", where)
+	} else if added := sc.Capabilities.Add; len(added) > 0 && !(workload == "node-collector" && slices.Equal(added, []corev1.Capability{"DAC_OVERRIDE"})) {
+		t.Errorf("%s: adds capabilities %v", where, added)
+	}
+	seccomp := (sc.SeccompProfile != nil && sc.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault) ||
+		(psc != nil && psc.SeccompProfile != nil && psc.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault)
+	if !seccomp {
+		t.Errorf("%s: no RuntimeDefault seccomp profile", where)
+	}
+	for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := c.Resources.Requests[res]; !ok {
+			t.Errorf("%s: no %s request", where, res)
+		}
+		if _, ok := c.Resources.Limits[res]; !ok {
+			t.Errorf("%s: no %s limit", where, res)
+		}
+	}
+	if c.LivenessProbe == nil || c.ReadinessProbe == nil {
+		t.Errorf("%s: missing liveness or readiness probe", where)
+	} else if slices.Contains(watershedComponents, workload) {
+		if p := c.LivenessProbe.HTTPGet; p == nil || p.Path != "/-/healthy" {
+			t.Errorf("%s: liveness probe is not GET /-/healthy", where)
+		}
+		if p := c.ReadinessProbe.HTTPGet; p == nil || p.Path != "/-/ready" {
+			t.Errorf("%s: readiness probe is not GET /-/ready", where)
+		}
+	}
+	if !pinned(c.Image) {
+		t.Errorf("%s: image %q is not pinned to a version or digest", where, c.Image)
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			if n := e.ValueFrom.SecretKeyRef.Name; n != "watershed-nats" && n != "watershed-backends" {
+				t.Errorf("%s: env %s from unexpected Secret %s", where, e.Name, n)
+			}
+		}
+		if strings.Contains(strings.ToLower(e.Name), "password") && e.Value != "" {
+			t.Errorf("%s: env %s has an inline value", where, e.Name)
+		}
+	}
+}
+
+func pinned(image string) bool {
+	if strings.Contains(image, "@sha256:") {
+		return true
+	}
+	i := strings.LastIndexByte(image, ':')
+	return i > strings.LastIndexByte(image, '/') && image[i+1:] != "latest" && image[i+1:] != ""
+}
+
+func TestRBACIsLeastPrivilege(t *testing.T) {
+	for name, r := range overlays(t) {
+		t.Run(name, func(t *testing.T) {
+			var rules []rbacv1.PolicyRule
+			for _, o := range r.all("ClusterRole") {
+				rules = append(rules, o.(*rbacv1.ClusterRole).Rules...)
+			}
+			for _, o := range r.all("Role") {
+				rules = append(rules, o.(*rbacv1.Role).Rules...)
+			}
+			for _, rule := range rules {
+				for _, v := range slices.Concat(rule.APIGroups, rule.Resources, rule.Verbs, rule.ResourceNames, rule.NonResourceURLs) {
+					if strings.Contains(v, "*") {
+						t.Errorf("wildcard %q in rule %+v", v, rule)
+					}
+				}
+				if slices.ContainsFunc(rule.Verbs, func(v string) bool {
+					return v == "delete" || v == "deletecollection" || v == "escalate" || v == "bind" || v == "impersonate"
+				}) {
+					t.Errorf("rule %+v grants a destructive or escalating verb", rule)
+				}
+			}
+			for _, o := range r.all("Secret") {
+				t.Errorf("a Secret is rendered (%v): credentials are referenced by name, never inlined", o)
+			}
+			bound := map[string]bool{}
+			for _, o := range r.all("ClusterRoleBinding") {
+				for _, s := range o.(*rbacv1.ClusterRoleBinding).Subjects {
+					bound[s.Name] = true
+				}
+			}
+			for _, o := range r.all("RoleBinding") {
+				for _, s := range o.(*rbacv1.RoleBinding).Subjects {
+					bound[s.Name] = true
+				}
+			}
+			for _, sa := range []string{"router", "writer-mimir", "writer-loki", "nats"} {
+				if bound[sa] {
+					t.Errorf("%s is bound to a role; it needs none", sa)
+				}
+			}
+			for _, sa := range []string{"discovery", "node-collector"} {
+				if !bound[sa] {
+					t.Errorf("%s is bound to no role", sa)
+				}
+			}
+			specs := podSpecs(r)
+			for _, name := range []string{"router", "writer-mimir", "writer-loki", "nats"} {
+				if s := specs[name]; s != nil && (s.AutomountServiceAccountToken == nil || *s.AutomountServiceAccountToken) {
+					t.Errorf("%s mounts a service-account token it has no use for", name)
+				}
+			}
+		})
+	}
+}
+
+// configOf is the Watershed configuration the ConfigMap carries, through
+// the services' own loader.
+func configOf(t *testing.T, r *rendered) *config.Config {
+	t.Helper()
+	for _, o := range r.all("ConfigMap") {
+		cm := o.(*corev1.ConfigMap)
+		if !strings.HasPrefix(cm.Name, "watershed-config") {
+			continue
+		}
+		cfg := config.Default()
+		if err := config.Parse([]byte(cm.Data["watershed.yaml"]), cfg); err != nil {
+			t.Fatalf("%s: watershed.yaml: %v", cm.Name, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%s: watershed.yaml: %v", cm.Name, err)
+		}
+		return cfg
+	}
+	t.Fatal("no watershed-config ConfigMap")
+	return nil
+}
+
+func TestConfigAndWorkloadsAgree(t *testing.T) {
+	for name, r := range overlays(t) {
+		t.Run(name, func(t *testing.T) {
+			cfg := configOf(t, r)
+			if name != "dev" && cfg.NATS.RawStream.Replicas != 3 {
+				t.Errorf("production streams have %d replicas, want 3", cfg.NATS.RawStream.Replicas)
+			}
+			specs := podSpecs(r)
+			ds := specs["node-collector"]
+			mounts := map[string]corev1.VolumeMount{}
+			for _, m := range ds.Containers[0].VolumeMounts {
+				mounts[m.MountPath] = m
+			}
+			for _, p := range []string{cfg.Logs.PodLogs.Directory, cfg.Logs.Journal.Path, cfg.Logs.Tail.PositionsDirectory, "/etc/watershed"} {
+				m, ok := mounts[path.Clean(p)]
+				if !ok {
+					t.Errorf("node-collector reads %s, which it does not mount", p)
+					continue
+				}
+				if want := p != cfg.Logs.Tail.PositionsDirectory; m.ReadOnly != want {
+					t.Errorf("node-collector mounts %s with readOnly %v, want %v", p, m.ReadOnly, want)
+				}
+			}
+			if !hasNodeName(ds.Containers[0].Env) {
+				t.Error("node-collector has no NODE_NAME from the downward API")
+			}
+			if ds.HostNetwork {
+				t.Error("node-collector uses the host network")
+			}
+			for _, comp := range watershedComponents {
+				c := specs[comp].Containers[0]
+				if !slices.Contains(c.Args, "-config.file=/etc/watershed/watershed.yaml") {
+					t.Errorf("%s does not read the mounted configuration", comp)
+				}
+			}
+			checkRouterService(t, r)
+			checkNetworkPolicies(t, r)
+		})
+	}
+}
+
+func hasNodeName(env []corev1.EnvVar) bool {
+	for _, e := range env {
+		if e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName" {
+			return true
+		}
+	}
+	return false
+}
+
+// routerPorts are the receivers the router serves (OTLP gRPC and HTTP,
+// Zipkin, Jaeger HTTP and gRPC) and its HTTP port.
+var routerPorts = []int32{4317, 4318, 9411, 14268, 14250, 12345}
+
+func checkRouterService(t *testing.T, r *rendered) {
+	t.Helper()
+	for _, o := range r.all("Service") {
+		s := o.(*corev1.Service)
+		if s.Name != "router" {
+			continue
+		}
+		var got []int32
+		for _, p := range s.Spec.Ports {
+			got = append(got, p.Port)
+		}
+		if !slices.Equal(got, routerPorts) {
+			t.Errorf("router Service ports %v, want %v", got, routerPorts)
+		}
+		return
+	}
+	t.Error("no router Service")
+}
+
+func checkNetworkPolicies(t *testing.T, r *rendered) {
+	t.Helper()
+	policies := map[string]*networkingv1.NetworkPolicy{}
+	for _, o := range r.all("NetworkPolicy") {
+		p := o.(*networkingv1.NetworkPolicy)
+		policies[p.Name] = p
+	}
+	deny := policies["default-deny"]
+	if deny == nil || len(deny.Spec.PodSelector.MatchLabels)+len(deny.Spec.PodSelector.MatchExpressions) != 0 || len(deny.Spec.Ingress)+len(deny.Spec.Egress) != 0 {
+		t.Error("no default-deny policy over every pod")
+	}
+	ingest := policies["router-ingest"]
+	if ingest == nil {
+		t.Fatal("no router-ingest policy")
+	}
+	var open []int32
+	for _, rule := range ingest.Spec.Ingress {
+		for _, p := range rule.Ports {
+			open = append(open, p.Port.IntVal)
+		}
+	}
+	for _, p := range []int32{4317, 4318} {
+		if !slices.Contains(open, p) {
+			t.Errorf("router-ingest does not let OTLP in on %d", p)
+		}
+	}
+}
