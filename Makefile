@@ -19,7 +19,7 @@ export PATH := $(TOOLS_DIR)/bin:$(PATH)
 MODULES := platform proto deploy services/discovery services/node-collector services/router services/writer-loki services/writer-mimir cmd/watershed
 CONFIG ?= examples/local.yaml
 
-.PHONY: all build run test bench proto tools tools-k8s deps-debian tidy clean
+.PHONY: all build run test bench proto tools tools-k8s deps-debian tidy clean images
 
 all: build
 
@@ -78,6 +78,14 @@ bench: tools build
 	go test -run '^$$' -bench PodChangeToAssignment -benchtime 20x -count=1 ./services/discovery/discovery/
 	go run ./cmd/watershed/bench/e2e -duration=30s
 	go run ./cmd/watershed/bench/e2e -signal=logs -log-rate=10 -duration=30s
+
+# Container images, one per service (build/Dockerfile.<service>), tagged
+# as deploy/base/kustomization.yaml pins them. Needs docker.
+IMAGE_REPO ?= ghcr.io/watershed-dev
+IMAGE_TAG ?= 0.1.0
+SERVICES := node-collector discovery router writer-mimir writer-loki
+images:
+	for s in $(SERVICES); do docker build -f build/Dockerfile.$$s -t $(IMAGE_REPO)/$$s:$(IMAGE_TAG) . || exit 1; done
 
 tidy:
 	for m in $(MODULES); do (cd $$m && GOFLAGS= go mod tidy); done

@@ -107,6 +107,10 @@ func render(t *testing.T, dir string) *rendered {
 			t.Fatal(err)
 		}
 		kind := res.GetKind()
+		clusterScoped := kind == "Namespace" || kind == "ClusterRole" || kind == "ClusterRoleBinding"
+		if ns := res.GetNamespace(); !clusterScoped && ns != "monitoring" {
+			t.Errorf("%s: %s %s is in namespace %q, want monitoring", dir, kind, res.GetName(), ns)
+		}
 		obj, ok := newObject(kind)
 		if !ok {
 			t.Errorf("%s: kind %s %s has no type to check it against", dir, kind, res.GetName())
