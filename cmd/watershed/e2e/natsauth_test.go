@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/watershed-dev/watershed/platform/config"
+)
+
+// natsUsers are the users of deploy/base/watershed-nats.conf.
+var natsUsers = []string{"node-collector", "discovery", "router", "writer-mimir", "writer-loki"}
+
+// startDeployedNATS runs a NATS server with the deployment's own
+// configuration (users and permissions), on a random port.
+func startDeployedNATS(t *testing.T) string {
+	t.Helper()
+	t.Setenv("POD_NAME", "nats-0")
+	for _, u := range natsUsers {
+		t.Setenv(strings.ToUpper(strings.ReplaceAll(u, "-", "_"))+"_PASSWORD", "pw-"+u)
+	}
+	opts, err := natsserver.ProcessConfigFile(filepath.Join("..", "..", "..", "deploy", "base", "watershed-nats.conf"))
+	if err != nil {
+		t.Fatalf("deploy/base/watershed-nats.conf: %v", err)
+	}
+	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", -1, 0
+	opts.StoreDir = t.TempDir()
+	opts.NoSigs = true
+	srv, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv.ClientURL()
+}
+
+// TestDeployedNATSPermissions runs each service in its own process as its
+// own NATS user, with the permissions the deployment gives it, from a
+// scrape and a log file to a real Prometheus and a real VictoriaLogs:
+// every service can do its work, and a user cannot publish where it has
+// no business.
+func TestDeployedNATSPermissions(t *testing.T) {
+	url := startDeployedNATS(t)
+	nodeAddr := startNodeExporter(t)
+	p := startPrometheus(t)
+	vl := startVictoriaLogs(t)
+	logFile := filepath.Join(t.TempDir(), "app.log")
+	var lines strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&lines, "%s stdout F %s\n", time.Now().UTC().Format(time.RFC3339Nano), lineText(i))
+	}
+	if err := os.WriteFile(logFile, []byte(lines.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	procs := map[string]*allInOne{}
+	for _, user := range []string{"router", "writer-mimir", "writer-loki", "discovery", "node-collector"} {
+		cfg := baseConfig(t, t.TempDir(), p.url())
+		cfg.NATS.URL = url
+		// Within the deployment's max_file_store, as its watershed.yaml is.
+		cfg.NATS.RawStream.MaxBytes = 256 << 20
+		cfg.ExternalServices.Prometheus.Buffer.MaxBytes = 1 << 30
+		cfg.ExternalServices.Loki.Buffer.MaxBytes = 1 << 30
+		cfg.NATS.Credentials.User = user
+		if err := cfg.NATS.Credentials.Password.Set("pw-" + user); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Metrics.StaticTargets = []config.StaticTarget{{Job: "node", Targets: []string{nodeAddr}}}
+		cfg.Logs.Enabled = true
+		cfg.Logs.PodLogs.Enabled = false
+		cfg.Logs.Files = []config.LogFile{{Path: logFile, Format: config.LogFormatCRI, Labels: map[string]string{"job": "auth"}}}
+		cfg.ExternalServices.Loki.Host = "http://" + vl.addr
+		cfg.ExternalServices.Loki.WriteEndpoint = "/insert/loki/api/v1/push"
+		procs[user] = startAllInOne(t, cfg, user)
+	}
+	waitFor(t, 60*time.Second, "node exporter samples in Prometheus", func() (bool, string) {
+		v, ok := p.scalar(t, `up{job="node"}`)
+		return ok && v == 1, fmt.Sprintf("up=%v present=%v", v, ok)
+	})
+	waitFor(t, 60*time.Second, "the log lines in VictoriaLogs", func() (bool, string) {
+		got, err := vl.query(t)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(got) == 100, fmt.Sprintf("%d of 100 lines", len(got))
+	})
+
+	// Every ack went through: the work queue is empty and no consumer
+	// waits for an ack (a denied $JS.ACK would leave them pending).
+	waitFor(t, 30*time.Second, "every message acknowledged", func() (bool, string) {
+		raw := procs["router"].metric(t, "watershed_bus_stream_messages", map[string]string{"stream": "WS_RAW"})
+		pending := procs["router"].metric(t, "watershed_bus_consumer_ack_pending_messages", nil)
+		return raw == 0 && pending == 0, fmt.Sprintf("WS_RAW holds %v, %v acks pending", raw, pending)
+	})
+
+	// A collector may not write into a destination stream.
+	violations := make(chan error, 4)
+	nc, err := nats.Connect(url, nats.UserInfo("node-collector", "pw-node-collector"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish("ws.dest.prometheus.0", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	select {
+	case err := <-violations:
+		if !errors.Is(err, nats.ErrPermissionViolation) && !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Errorf("publish to ws.dest as node-collector: %v, want a permissions violation", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("node-collector could publish to ws.dest.prometheus.0")
+	}
+}
