@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,32 +77,10 @@ func TestDiscoveryOnARealAPIServer(t *testing.T) {
 	cfg := baseConfig(t, t.TempDir(), p.url())
 	cfg.Metrics.Kubelet.Enabled, cfg.Metrics.Cadvisor.Enabled = false, false // no kubelet here
 	cfg.Logs.Enabled = true
-	// A Loki push receiver of the test's own, until the logs issue brings a
-	// real Loki-protocol server: it decodes pushes and keeps their lines.
-	var pushedMu sync.Mutex
-	var pushed []string
-	lokiSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		raw, err := s2.Decode(nil, body)
-		var req push.PushRequest
-		if err == nil {
-			err = req.Unmarshal(raw)
-		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		pushedMu.Lock()
-		defer pushedMu.Unlock()
-		for _, st := range req.Streams {
-			for _, e := range st.Entries {
-				pushed = append(pushed, st.Labels+" "+e.Line)
-			}
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer lokiSrv.Close()
-	cfg.ExternalServices.Loki.Host = lokiSrv.URL
+	cfg.Logs.PodLogs.Directory = t.TempDir() // the kubelet's /var/log/pods, played by the test
+	vl := startVictoriaLogs(t)
+	cfg.ExternalServices.Loki.Host = "http://" + vl.addr
+	cfg.ExternalServices.Loki.WriteEndpoint = "/insert/loki/api/v1/push"
 	t.Setenv("KUBECONFIG", cluster.Kubeconfig)
 	t.Setenv("NODE_NAME", "node-a")
 	t.Setenv("POD_NAMESPACE", "monitoring")
@@ -112,6 +89,7 @@ func TestDiscoveryOnARealAPIServer(t *testing.T) {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders-0", Annotations: map[string]string{
 			"k8s.grafana.com/scrape": "true", "k8s.grafana.com/job": "shop/orders", "k8s.grafana.com/metrics.portNumber": port,
+			"k8s.grafana.com/logs.job": "shop/orders-logs",
 		}},
 		Spec: corev1.PodSpec{NodeName: "node-a", Containers: []corev1.Container{{Name: "orders", Image: "example/orders:1"}}},
 	}
@@ -135,15 +113,26 @@ func TestDiscoveryOnARealAPIServer(t *testing.T) {
 		return ok && v == 5, fmt.Sprintf("value %v present %v", v, ok)
 	})
 	assertEventInLokiBuffer(t, a, "reason=Started")
-	waitFor(t, 20*time.Second, "the event pushed to Loki by writer-loki", func() (bool, string) {
-		pushedMu.Lock()
-		defer pushedMu.Unlock()
-		for _, l := range pushed {
-			if strings.Contains(l, `job="integrations/kubernetes/eventhandler"`) && strings.Contains(l, "reason=Started") {
-				return true, ""
+	// The container writes its log where the kubelet keeps it; the
+	// collector of node-a tails it with the labels discovery's metadata
+	// gives it.
+	writeCRILog(t, filepath.Join(cfg.Logs.PodLogs.Directory, "shop_orders-0_"+string(created.UID), "orders", "0.log"), "order 1 accepted", "order 2 accepted")
+	wantPodStream := `{cluster="e2e",container="orders",job="shop/orders-logs",namespace="shop",node="node-a",pod="orders-0",stream="stdout"}`
+	waitFor(t, 30*time.Second, "the event and the pod's log lines in VictoriaLogs", func() (bool, string) {
+		got, err := vl.query(t)
+		if err != nil {
+			return false, err.Error()
+		}
+		event, lines := false, 0
+		for _, e := range got {
+			if strings.Contains(e.Stream, `job="integrations/kubernetes/eventhandler"`) && strings.Contains(e.Msg, "reason=Started") {
+				event = true
+			}
+			if e.Stream == wantPodStream && strings.HasPrefix(e.Msg, "order ") && e.PodUID == string(created.UID) {
+				lines++
 			}
 		}
-		return false, fmt.Sprint(pushed)
+		return event && lines == 2, fmt.Sprintf("event %v, pod lines %d of 2: %+v", event, lines, got)
 	})
 
 	var st discovery.Status

@@ -326,3 +326,18 @@ func TestLogsExactlyOnceThroughRotationKillAndOutage(t *testing.T) {
 	}
 	t.Logf("%d lines exactly once; collector restarts 1, rotations %d, outage 30s", total, 2+(total-8000)/200)
 }
+
+// writeCRILog writes lines to a container log file as a CRI runtime does.
+func writeCRILog(t *testing.T, path string, lines ...string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	for _, l := range lines {
+		fmt.Fprintf(&sb, "%s stdout F %s\n", time.Now().UTC().Format(time.RFC3339Nano), l)
+	}
+	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
