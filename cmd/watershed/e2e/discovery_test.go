@@ -23,7 +23,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/watershed-dev/watershed/platform/kubetest"
 	"github.com/watershed-dev/watershed/services/discovery/discovery"
@@ -37,11 +36,7 @@ import (
 // own job; a Kubernetes Event becomes a log line in the Loki buffer.
 func TestDiscoveryOnARealAPIServer(t *testing.T) {
 	cluster := kubetest.Start(t)
-	restCfg, err := clientcmd.BuildConfigFromFlags("", cluster.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := kubernetes.NewForConfigOrDie(restCfg)
+	client, restCfg := kubeClient(t, cluster.Kubeconfig)
 	ctx := context.Background()
 	for _, ns := range []string{"monitoring", "shop"} {
 		if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {

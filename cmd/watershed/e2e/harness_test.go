@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/watershed-dev/watershed/cmd/watershed/app"
@@ -353,4 +356,29 @@ func hasLabels(m *dto.Metric, want map[string]string) bool {
 
 func (a *allInOne) metric(t *testing.T, name string, labels map[string]string) float64 {
 	return metric(t, a.proc.Env().Registry, name, labels)
+}
+
+// kubeClient is a client of the test's API server with its credentials in
+// memory: with certificate files, client-go starts a goroutine that watches
+// them and logs through klog, racing with discovery setting klog's logger.
+func kubeClient(t *testing.T, kubeconfig string) (kubernetes.Interface, *rest.Config) {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct {
+		file *string
+		data *[]byte
+	}{{&cfg.CertFile, &cfg.CertData}, {&cfg.KeyFile, &cfg.KeyData}, {&cfg.CAFile, &cfg.CAData}} {
+		if *f.file == "" {
+			continue
+		}
+		b, err := os.ReadFile(*f.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*f.data, *f.file = b, ""
+	}
+	return kubernetes.NewForConfigOrDie(cfg), cfg
 }

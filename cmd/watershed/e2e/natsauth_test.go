@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,8 +12,12 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/watershed-dev/watershed/platform/config"
+	"github.com/watershed-dev/watershed/platform/kubetest"
 )
 
 // natsUsers are the users of deploy/base/watershed-nats.conf.
@@ -52,6 +57,28 @@ func startDeployedNATS(t *testing.T) string {
 // no business.
 func TestDeployedNATSPermissions(t *testing.T) {
 	url := startDeployedNATS(t)
+	// discovery runs against a real API server, so that it writes what it
+	// writes in a cluster: assignments, pod metadata, cluster events.
+	cluster := kubetest.Start(t)
+	client, _ := kubeClient(t, cluster.Kubeconfig)
+	ctx := context.Background()
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "monitoring"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "auth-node"},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Events("monitoring").Create(ctx, &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Namespace: "monitoring", Name: "auth.started"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "monitoring", Name: "auth-pod", APIVersion: "v1"},
+		Reason:         "AuthTest", Message: "permissions test", Type: "Normal", LastTimestamp: metav1.Now(),
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", cluster.Kubeconfig)
+	t.Setenv("NODE_NAME", "auth-node")
+	t.Setenv("POD_NAMESPACE", "monitoring")
 	nodeAddr := startNodeExporter(t)
 	p := startPrometheus(t)
 	vl := startVictoriaLogs(t)
@@ -76,6 +103,7 @@ func TestDeployedNATSPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.Metrics.StaticTargets = []config.StaticTarget{{Job: "node", Targets: []string{nodeAddr}}}
+		cfg.Metrics.Kubelet.Enabled, cfg.Metrics.Cadvisor.Enabled = false, false // no kubelet here
 		cfg.Logs.Enabled = true
 		cfg.Logs.PodLogs.Enabled = false
 		cfg.Logs.Files = []config.LogFile{{Path: logFile, Format: config.LogFormatCRI, Labels: map[string]string{"job": "auth"}}}
@@ -92,7 +120,13 @@ func TestDeployedNATSPermissions(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return len(got) == 100, fmt.Sprintf("%d of 100 lines", len(got))
+		event := 0
+		for _, e := range got {
+			if strings.Contains(e.Msg, "reason=AuthTest") {
+				event++
+			}
+		}
+		return len(got) == 101 && event == 1, fmt.Sprintf("%d of 100 lines and the event (%d)", len(got)-event, event)
 	})
 
 	// Every ack went through: the work queue is empty and no consumer
@@ -102,6 +136,12 @@ func TestDeployedNATSPermissions(t *testing.T) {
 		pending := procs["router"].metric(t, "watershed_bus_consumer_ack_pending_messages", nil)
 		return raw == 0 && pending == 0, fmt.Sprintf("WS_RAW holds %v, %v acks pending", raw, pending)
 	})
+
+	for user, a := range procs {
+		if strings.Contains(strings.ToLower(a.logs.String()), "permissions violation") {
+			t.Errorf("%s hit a permissions violation:\n%s", user, tail([]byte(a.logs.String()), 2000))
+		}
+	}
 
 	// A collector may not write into a destination stream.
 	violations := make(chan error, 4)
@@ -122,5 +162,29 @@ func TestDeployedNATSPermissions(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("node-collector could publish to ws.dest.prometheus.0")
+	}
+
+	// Nobody may throw the buffer away.
+	for _, user := range natsUsers {
+		nc, err := nats.Connect(url, nats.UserInfo(user, "pw-"+user))
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Refused requests get no answer: the call ends at its deadline.
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		if err := js.DeleteStream(dctx, "WS_DEST_PROMETHEUS"); err == nil {
+			t.Errorf("%s deleted WS_DEST_PROMETHEUS", user)
+		}
+		cancel()
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if _, err := js.Stream(sctx, "WS_DEST_PROMETHEUS"); err != nil {
+			t.Errorf("WS_DEST_PROMETHEUS after %s's attempt to delete it: %v", user, err)
+		}
+		cancel()
+		nc.Close()
 	}
 }

@@ -20,13 +20,14 @@ import (
 // KUBECONFIG (as kubectl does) or the in-cluster service account; without
 // either, local mode.
 func NewFromEnv(env *runtime.Env) (*Discovery, error) {
+	// client-go logs through klog, a global that is not safe to change
+	// while in use: set it once, before any client exists (a client with
+	// certificate files starts a goroutine that logs at once).
+	klogOnce.Do(func() { klog.SetSlogLogger(env.Logger.With("component", "client-go")) })
 	clients, err := kubeClients()
 	if err != nil {
 		return nil, err
 	}
-	// client-go logs through klog, a global that is not safe to change
-	// while in use: set it once, before any client runs.
-	klogOnce.Do(func() { klog.SetSlogLogger(env.Logger.With("component", "client-go")) })
 	ns := os.Getenv("POD_NAMESPACE")
 	if ns == "" {
 		ns = "monitoring"
