@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/watershed-dev/watershed/cmd/watershed/app"
 	"github.com/watershed-dev/watershed/platform/bus/bustest"
