@@ -57,28 +57,49 @@ func Start(t testing.TB) *Cluster {
 	dir := t.TempDir()
 	c := &Cluster{dir: dir}
 	pki := makePKI(t, dir)
-	etcdClient, etcdPeer, apiPort := freePort(t), freePort(t), freePort(t)
-	run(t, dir, "etcd",
-		"--name=test", "--data-dir="+filepath.Join(dir, "etcd"),
-		"--listen-client-urls=http://127.0.0.1:"+etcdClient, "--advertise-client-urls=http://127.0.0.1:"+etcdClient,
-		"--listen-peer-urls=http://127.0.0.1:"+etcdPeer, "--initial-advertise-peer-urls=http://127.0.0.1:"+etcdPeer,
-		"--initial-cluster=test=http://127.0.0.1:"+etcdPeer, "--log-level=warn")
-	run(t, dir, "kube-apiserver",
-		"--etcd-servers=http://127.0.0.1:"+etcdClient,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+apiPort,
-		"--cert-dir="+filepath.Join(dir, "certs"),
-		"--tls-cert-file="+pki.serverCert, "--tls-private-key-file="+pki.serverKey,
-		"--client-ca-file="+pki.caCert,
-		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+pki.saPub,
-		"--service-account-signing-key-file="+pki.saKey,
-		"--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=RBAC",
-		"--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount")
-	c.URL = "https://127.0.0.1:" + apiPort
+	// Free ports are found by listening and closing: another process may
+	// take one before etcd or the API server binds it. Such a start fails
+	// at once, and is tried again on other ports.
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		run := filepath.Join(dir, fmt.Sprintf("run-%d", attempt))
+		if err := os.MkdirAll(run, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		etcdClient, etcdPeer, apiPort := freePort(t), freePort(t), freePort(t)
+		etcd := start(t, run, "etcd",
+			"--name=test", "--data-dir="+filepath.Join(run, "etcd"),
+			"--listen-client-urls=http://127.0.0.1:"+etcdClient, "--advertise-client-urls=http://127.0.0.1:"+etcdClient,
+			"--listen-peer-urls=http://127.0.0.1:"+etcdPeer, "--initial-advertise-peer-urls=http://127.0.0.1:"+etcdPeer,
+			"--initial-cluster=test=http://127.0.0.1:"+etcdPeer, "--log-level=warn")
+		api := start(t, run, "kube-apiserver",
+			"--etcd-servers=http://127.0.0.1:"+etcdClient,
+			"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+apiPort,
+			"--cert-dir="+filepath.Join(run, "certs"),
+			"--tls-cert-file="+pki.serverCert, "--tls-private-key-file="+pki.serverKey,
+			"--client-ca-file="+pki.caCert,
+			"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+pki.saPub,
+			"--service-account-signing-key-file="+pki.saKey,
+			"--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=RBAC",
+			"--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount")
+		url := "https://127.0.0.1:" + apiPort
+		err := waitReady(url, pki, etcd, api)
+		if err == nil {
+			c.URL = url
+			break
+		}
+		exited := etcd.exited() || api.exited()
+		api.stop()
+		etcd.stop()
+		if !exited || attempt == attempts {
+			t.Fatalf("%v\netcd log (tail):\n%s\nkube-apiserver log (tail):\n%s", err, etcd.logTail(), api.logTail())
+		}
+		t.Logf("kube-apiserver start %d failed (%v), trying other ports", attempt, err)
+	}
 	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(c.Kubeconfig, []byte(kubeconfig(c.URL, pki)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitReady(t, c.URL, pki)
 	return c
 }
 
@@ -91,44 +112,68 @@ func freePort(t testing.TB) string {
 	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 }
 
-func run(t testing.TB, dir, name string, args ...string) {
-	t.Helper()
-	logPath := filepath.Join(dir, name+".log")
-	log, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(BinDir(), name), args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); _ = log.Close(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > 4000 {
-				b = b[len(b)-4000:]
-			}
-			t.Logf("%s log (tail):\n%s", name, b)
-		}
-	})
+// process is etcd or kube-apiserver, stopped when the test ends.
+type process struct {
+	name, logPath string
+	cmd           *exec.Cmd
+	done          chan struct{}
 }
 
-// waitReady polls /readyz with the admin certificate.
-func waitReady(t testing.TB, url string, p pki) {
+func start(t testing.TB, dir, name string, args ...string) *process {
 	t.Helper()
-	cert, err := tls.LoadX509KeyPair(p.adminCert, p.adminKey)
+	p := &process{name: name, logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
+	log, err := os.Create(p.logPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	p.cmd = exec.Command(filepath.Join(BinDir(), name), args...)
+	p.cmd.Stdout, p.cmd.Stderr = log, log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); _ = log.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("%s log (tail):\n%s", name, p.logTail())
+		}
+	})
+	return p
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func (p *process) logTail() string {
+	b, _ := os.ReadFile(p.logPath)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// waitReady polls /readyz with the admin certificate until it answers 200,
+// one of the processes exits, or 90 s pass.
+func waitReady(url string, p pki, procs ...*process) error {
+	cert, err := tls.LoadX509KeyPair(p.adminCert, p.adminKey)
+	if err != nil {
+		return err
 	}
 	caPEM, _ := os.ReadFile(p.caCert)
 	pool := x509.NewCertPool()
@@ -139,11 +184,16 @@ func waitReady(t testing.TB, url string, p pki) {
 	defer tick.Stop()
 	last := ""
 	for time.Now().Before(deadline) {
+		for _, proc := range procs {
+			if proc.exited() {
+				return fmt.Errorf("%s exited before the API server was ready (last: %s)", proc.name, last)
+			}
+		}
 		resp, err := client.Get(url + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 			last = resp.Status
 		} else {
@@ -151,7 +201,7 @@ func waitReady(t testing.TB, url string, p pki) {
 		}
 		<-tick.C
 	}
-	t.Fatalf("kube-apiserver not ready after 90s: %s", last)
+	return fmt.Errorf("kube-apiserver not ready after 90s: %s", last)
 }
 
 type pki struct {
