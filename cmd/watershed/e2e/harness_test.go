@@ -137,36 +137,85 @@ func httpOK(u string) (bool, string) {
 
 // startNodeExporter runs the Debian node exporter on a free port.
 func startNodeExporter(t *testing.T) string {
-	addr := freeAddr(t)
-	startServer(t, "prometheus-node-exporter", "--web.listen-address="+addr)
-	waitFor(t, 30*time.Second, "node exporter", func() (bool, string) { return httpOK("http://" + addr + "/metrics") })
+	addr, _ := startOnFreePort(t, "node exporter", func(addr string) *server {
+		return startServer(t, "prometheus-node-exporter", "--web.listen-address="+addr)
+	}, func(addr string) (bool, string) { return httpOK("http://" + addr + "/metrics") })
 	return addr
+}
+
+// startOnFreePort starts a third-party server on a free loopback port and
+// waits until ready answers. A free port can be taken by another process
+// before the server binds it; the server then exits, and is started again
+// on another port (three tries).
+func startOnFreePort(t *testing.T, what string, launch func(addr string) *server, ready func(addr string) (bool, string)) (string, *server) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		addr := freeAddr(t)
+		srv := launch(addr)
+		ok, exited, state := awaitReady(srv, addr, ready)
+		switch {
+		case ok:
+			return addr, srv
+		case exited && attempt < 3:
+			t.Logf("%s exited before it was ready on %s (%s); trying another port", what, addr, state)
+		default:
+			t.Fatalf("%s not ready on %s: %s", what, addr, state)
+		}
+	}
+}
+
+// awaitReady polls ready for a minute, or until the server exits.
+func awaitReady(srv *server, addr string, ready func(addr string) (bool, string)) (ok, exited bool, state string) {
+	deadline := time.Now().Add(time.Minute)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if ok, state = ready(addr); ok {
+			return true, false, state
+		}
+		select {
+		case <-srv.done:
+			return false, true, state
+		case <-tick.C:
+		}
+		if time.Now().After(deadline) {
+			return false, false, state
+		}
+	}
 }
 
 // prom is a real Prometheus with its remote-write receiver on.
 type prom struct {
+	t                         *testing.T
 	addr, dataDir, configFile string
 	srv                       *server
 }
 
 func startPrometheus(t *testing.T) *prom {
 	dir := t.TempDir()
-	p := &prom{addr: freeAddr(t), dataDir: filepath.Join(dir, "data"), configFile: filepath.Join(dir, "prometheus.yml")}
+	p := &prom{t: t, dataDir: filepath.Join(dir, "data"), configFile: filepath.Join(dir, "prometheus.yml")}
 	if err := os.WriteFile(p.configFile, []byte("global:\n  scrape_interval: 1m\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p.start(t)
+	p.addr, p.srv = startOnFreePort(t, "prometheus", p.launch, p.ready)
 	return p
 }
 
+// start starts Prometheus again on its address (after an outage).
 func (p *prom) start(t *testing.T) {
-	p.srv = startServer(t, "prometheus",
+	p.srv = p.launch(p.addr)
+	waitFor(t, 60*time.Second, "prometheus ready", func() (bool, string) { return p.ready(p.addr) })
+}
+
+func (p *prom) launch(addr string) *server {
+	return startServer(p.t, "prometheus",
 		"--config.file="+p.configFile,
 		"--storage.tsdb.path="+p.dataDir,
-		"--web.listen-address="+p.addr,
+		"--web.listen-address="+addr,
 		"--web.enable-remote-write-receiver")
-	waitFor(t, 60*time.Second, "prometheus ready", func() (bool, string) { return httpOK("http://" + p.addr + "/-/ready") })
 }
+
+func (p *prom) ready(addr string) (bool, string) { return httpOK("http://" + addr + "/-/ready") }
 
 func (p *prom) url() string { return "http://" + p.addr }
 

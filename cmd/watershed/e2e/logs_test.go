@@ -25,15 +25,22 @@ type victoriaLogs struct {
 }
 
 func startVictoriaLogs(t *testing.T) *victoriaLogs {
-	v := &victoriaLogs{addr: freeAddr(t), dataDir: filepath.Join(t.TempDir(), "vlogs")}
-	v.start(t)
+	v := &victoriaLogs{dataDir: filepath.Join(t.TempDir(), "vlogs")}
+	v.addr, v.srv = startOnFreePort(t, "victoria-logs", func(addr string) *server { return v.launch(t, addr) }, v.ready)
 	return v
 }
 
+// start starts VictoriaLogs again on its address (after an outage).
 func (v *victoriaLogs) start(t *testing.T) {
-	v.srv = startServer(t, "victoria-logs", "-httpListenAddr="+v.addr, "-storageDataPath="+v.dataDir, "-retentionPeriod=100y", "-loggerLevel=WARN")
-	waitFor(t, 30*time.Second, "victoria-logs ready", func() (bool, string) { return httpOK("http://" + v.addr + "/health") })
+	v.srv = v.launch(t, v.addr)
+	waitFor(t, 30*time.Second, "victoria-logs ready", func() (bool, string) { return v.ready(v.addr) })
 }
+
+func (v *victoriaLogs) launch(t *testing.T, addr string) *server {
+	return startServer(t, "victoria-logs", "-httpListenAddr="+addr, "-storageDataPath="+v.dataDir, "-retentionPeriod=100y", "-loggerLevel=WARN")
+}
+
+func (v *victoriaLogs) ready(addr string) (bool, string) { return httpOK("http://" + addr + "/health") }
 
 // vlEntry is one log entry as VictoriaLogs returns it.
 type vlEntry struct {
