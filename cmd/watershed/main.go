@@ -7,9 +7,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+	"time"
 
 	"github.com/watershed-dev/watershed/cmd/watershed/app"
+	"github.com/watershed-dev/watershed/cmd/watershed/status"
+	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/config"
 	"github.com/watershed-dev/watershed/platform/runtime"
 )
@@ -17,7 +21,8 @@ import (
 const usage = `usage: watershed <command> [flags]
 
 commands:
-  run    run services in one process: -config.file=FILE [-target=all|node-collector,router,writer-mimir,writer-loki,discovery]
+  run     run services in one process: -config.file=FILE [-target=all|node-collector,router,writer-mimir,writer-loki,discovery]
+  status  what the bus holds per stream and each collector's last heartbeat: -config.file=FILE
 `
 
 func main() {
@@ -28,6 +33,8 @@ func main() {
 	switch os.Args[1] {
 	case "run":
 		os.Exit(run(os.Args[2:]))
+	case "status":
+		os.Exit(showStatus(os.Args[2:]))
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 	default:
@@ -53,4 +60,39 @@ func run(args []string) int {
 		return 2
 	}
 	return runtime.RunMain(context.Background(), "watershed", cfg, app.Build(targets))
+}
+
+// showStatus connects to the bus of the configuration (the all-in-one's
+// embedded server on nats.listenAddress when nats.url is empty) and prints
+// its state.
+func showStatus(args []string) int {
+	fs := flag.NewFlagSet("watershed status", flag.ContinueOnError)
+	cfg, err := config.FromFlags(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "watershed status: %v\n", err)
+		return 2
+	}
+	if cfg.NATS.URL == "" {
+		cfg.NATS.URL = "nats://" + cfg.NATS.ListenAddress
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := bus.Open(ctx, cfg.NATS, "watershed-status", slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "watershed status: %v\n", err)
+		return 1
+	}
+	defer b.Close()
+	r, err := status.Gather(ctx, b.JetStream(), time.Now())
+	if err == nil {
+		err = status.Print(os.Stdout, r)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "watershed status: %v\n", err)
+		return 1
+	}
+	return 0
 }
