@@ -78,6 +78,7 @@ bench: tools build
 	go test -run '^$$' -bench PodChangeToAssignment -benchtime 20x -count=1 ./services/discovery/discovery/
 	go run ./cmd/watershed/bench/e2e -duration=30s
 	go run ./cmd/watershed/bench/e2e -signal=logs -log-rate=10 -duration=30s
+	go run ./cmd/watershed/bench/e2e -signal=logs -log-rate=10 -duration=30s -collector-only
 
 # Container images, one per service (build/Dockerfile.<service>), tagged
 # as deploy/base/kustomization.yaml pins them. Needs docker.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -112,9 +113,10 @@ func runLogs(o options) error {
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return err
 	}
-	cfg := fmt.Sprintf(`cluster: {name: bench}
+	logsConfig := func(httpAddr, nats string) string {
+		return fmt.Sprintf(`cluster: {name: bench}
 server: {httpListenAddress: %q, logLevel: warn}
-nats: {storeDir: %q, listenAddress: "127.0.0.1:-1"}
+nats: %s
 externalServices:
   prometheus: {host: "http://127.0.0.1:1"}
   loki: {host: "http://%s"}
@@ -123,7 +125,32 @@ logs:
   pod_logs: {enabled: false}
   files: [{path: %q, format: cri, labels: {job: bench}}]
   tail: {positionsDirectory: %q}
-`, httpAddr, filepath.Join(dir, "nats"), recvAddr, filepath.Join(dir, "logs", "*.log"), filepath.Join(dir, "positions"))
+`, httpAddr, nats, recvAddr, filepath.Join(dir, "logs", "*.log"), filepath.Join(dir, "positions"))
+	}
+	embedded := func(listen string) string {
+		return fmt.Sprintf("{storeDir: %q, listenAddress: %q}", filepath.Join(dir, "nats"), listen)
+	}
+	cfg := logsConfig(httpAddr, embedded("127.0.0.1:-1"))
+	var targetArgs []string
+	if o.collectorOnly {
+		// Router and writer-loki in a process of their own, with the
+		// embedded JetStream; the node collector, measured, connects to it.
+		natsAddr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		restHTTP, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		stop, err := startRest(o, dir, logsConfig(restHTTP, embedded(natsAddr)))
+		if err != nil {
+			return err
+		}
+		defer stop()
+		cfg = logsConfig(httpAddr, fmt.Sprintf("{url: %q}", "nats://"+natsAddr))
+		targetArgs = []string{"-target=node-collector"}
+	}
 	writeCtx, stopWriting := context.WithCancel(context.Background())
 	defer stopWriting()
 	writeErr := make(chan error, 1)
@@ -132,7 +159,7 @@ logs:
 	m, err := measure(o, dir, httpAddr, cfg, recv.lines.Load, func() {
 		state = metricLines(httpAddr, "watershed_logs_lines_total{kind=\"file\"}", "watershed_logs_position_writes_total",
 			"watershed_bus_published_messages_total{component=\"logtail\"", "watershed_writer_requests_total")
-	})
+	}, targetArgs...)
 	stopWriting()
 	if werr := <-writeErr; err == nil {
 		err = werr
@@ -142,8 +169,12 @@ logs:
 	}
 	lines, cpu, elapsed, rss := m.delivered, m.cpu, m.elapsed, m.rss
 	fileBytes := lines * 200 // each line is 200 bytes in its file
-	fmt.Printf("logs end to end: %d CRI files written at %.0f MiB/s in all (200-byte lines), %s measured after %s warm-up\n",
-		o.logFiles, o.logRate, o.duration, o.warmup)
+	measured := "the all-in-one process"
+	if o.collectorOnly {
+		measured = "the node-collector process alone"
+	}
+	fmt.Printf("logs end to end: %d CRI files written at %.0f MiB/s in all (200-byte lines), %s measured after %s warm-up; CPU and RSS of %s\n",
+		o.logFiles, o.logRate, o.duration, o.warmup, measured)
 	fmt.Printf("| lines delivered/s | file MiB/s delivered | CPU-s per GiB of file | cores used | peak RSS |\n")
 	fmt.Printf("| --- | --- | --- | --- | --- |\n")
 	fmt.Printf("| %.0f | %.1f | %.2f | %.3f | %.1f MiB |\n",
@@ -153,4 +184,31 @@ logs:
 		return fmt.Errorf("receiver refused %d requests", rejected)
 	}
 	return nil
+}
+
+// startRest runs the router and writer-loki, with the embedded JetStream,
+// as a process of their own, unmeasured.
+func startRest(o options, dir, cfg string) (stop func(), err error) {
+	rest := filepath.Join(dir, "rest")
+	if err := os.MkdirAll(rest, 0o755); err != nil {
+		return nil, err
+	}
+	cfgFile := filepath.Join(rest, "rest.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(rest, "watershed.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(o.binary, "run", "-config.file="+cfgFile, "-target=router,writer-loki")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", o.binary, err)
+	}
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		_ = logFile.Close()
+	}, nil
 }

@@ -38,6 +38,8 @@ type options struct {
 	signal   string
 	logRate  float64
 	logFiles int
+	// collectorOnly measures the node collector in its own process.
+	collectorOnly bool
 }
 
 func main() {
@@ -52,6 +54,7 @@ func main() {
 	flag.StringVar(&o.signal, "signal", "metrics", "metrics or logs")
 	flag.Float64Var(&o.logRate, "log-rate", 10, "logs: MiB/s written, across all files")
 	flag.IntVar(&o.logFiles, "log-files", 4, "logs: files written")
+	flag.BoolVar(&o.collectorOnly, "collector-only", false, "logs: run the node collector in its own process and measure it alone")
 	flag.Parse()
 	runSignal := run
 	if o.signal == "logs" {

@@ -23,7 +23,7 @@ type measurement struct {
 // process's CPU time across o.duration (writing a CPU profile when asked),
 // then calls report, if any, while the process still runs. The process is
 // stopped on return.
-func measure(o options, dir, httpAddr, cfg string, counter func() int64, report func()) (measurement, error) {
+func measure(o options, dir, httpAddr, cfg string, counter func() int64, report func(), extraArgs ...string) (measurement, error) {
 	var m measurement
 	cfgFile := filepath.Join(dir, "bench.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
@@ -31,7 +31,7 @@ func measure(o options, dir, httpAddr, cfg string, counter func() int64, report 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration+time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, o.binary, "run", "-config.file="+cfgFile)
+	cmd := exec.CommandContext(ctx, o.binary, append([]string{"run", "-config.file=" + cfgFile}, extraArgs...)...)
 	logFile, err := os.Create(filepath.Join(dir, "watershed.log"))
 	if err != nil {
 		return m, err
