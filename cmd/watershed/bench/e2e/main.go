@@ -71,7 +71,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	recv := &receiver{}
+	recv := &receiver{count: countSamples}
 	recvAddr, err := serve(recv)
 	if err != nil {
 		return err
@@ -86,7 +86,7 @@ func run(o options) error {
 		return err
 	}
 	var state string
-	m, err := measure(o, dir, httpAddr, benchConfig(o, dir, httpAddr, targets, recvAddr), recv.samples.Load,
+	m, err := measure(o, dir, httpAddr, benchConfig(o, dir, httpAddr, targets, recvAddr), recv.items.Load,
 		func() { state = pipelineState(httpAddr) })
 	if err != nil {
 		return err
@@ -163,9 +163,11 @@ func serve(h http.Handler) (string, error) {
 	return l.Addr().String(), nil
 }
 
-// receiver decodes remote-write requests and counts their samples.
+// receiver takes snappy-compressed protobuf requests, decodes each with
+// count, and adds up the items count reports (samples, log lines).
 type receiver struct {
-	samples  atomic.Int64
+	count    func(body []byte) (int, error)
+	items    atomic.Int64
 	rejected atomic.Int64
 }
 
@@ -174,20 +176,30 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if err == nil {
 		body, err = s2.Decode(nil, body)
 	}
-	var wr prompb.WriteRequest
+	n := 0
 	if err == nil {
-		err = wr.Unmarshal(body)
+		n, err = r.count(body)
 	}
 	if err != nil {
 		r.rejected.Add(1)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	r.items.Add(int64(n))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// countSamples counts the samples of a remote-write request.
+func countSamples(body []byte) (int, error) {
+	var wr prompb.WriteRequest
+	if err := wr.Unmarshal(body); err != nil {
+		return 0, err
+	}
 	n := 0
 	for _, ts := range wr.Timeseries {
 		n += len(ts.Samples)
 	}
-	r.samples.Add(int64(n))
+	return n, nil
 }
 
 // cpuSeconds is the user+system CPU time of a process, from /proc.
