@@ -34,6 +34,11 @@ const EncodingPRW1Snappy = "prw1+snappy"
 // block-compressed: exactly a Loki push request body.
 const EncodingLokiPushSnappy = "loki-push+snappy"
 
+// EncodingOTLPTracesSnappy is an OTLP ExportTraceServiceRequest, snappy
+// block-compressed. Its resource spans are a repeated field at the top, so
+// payloads join by concatenation like the two above.
+const EncodingOTLPTracesSnappy = "otlp-traces+snappy"
+
 // Count reads the item count header.
 func Count(h nats.Header) (int, error) {
 	v := h.Get(HeaderCount)

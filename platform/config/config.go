@@ -21,6 +21,8 @@ type Config struct {
 	ExternalServices ExternalServicesConfig `yaml:"externalServices"`
 	Metrics          MetricsConfig          `yaml:"metrics"`
 	Logs             LogsConfig             `yaml:"logs"`
+	Traces           TracesConfig           `yaml:"traces"`
+	Receivers        ReceiversConfig        `yaml:"receivers"`
 }
 
 // RegisterFlags registers every section's flags, with the defaults.
@@ -31,6 +33,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.ExternalServices.RegisterFlagsWithPrefix("externalServices.", f)
 	c.Metrics.RegisterFlagsWithPrefix("metrics.", f)
 	c.Logs.RegisterFlagsWithPrefix("logs.", f)
+	c.Traces.RegisterFlagsWithPrefix("traces.", f)
+	c.Receivers.RegisterFlagsWithPrefix("receivers.", f)
 }
 
 // Validate checks every section. Errors are *FieldError values naming the key.
@@ -42,6 +46,7 @@ func (c *Config) Validate() error {
 		c.ExternalServices.Validate(),
 		c.Metrics.Validate(),
 		c.Logs.Validate(),
+		c.Receivers.Validate(),
 	)
 }
 
@@ -229,17 +234,19 @@ func (c *StreamConfig) validate(path string) error {
 type ExternalServicesConfig struct {
 	Prometheus PrometheusConfig `yaml:"prometheus"`
 	Loki       LokiConfig       `yaml:"loki"`
+	Tempo      TempoConfig      `yaml:"tempo"`
 }
 
 // RegisterFlagsWithPrefix registers the flags and defaults.
 func (c *ExternalServicesConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	c.Prometheus.RegisterFlagsWithPrefix(prefix+"prometheus.", f)
 	c.Loki.RegisterFlagsWithPrefix(prefix+"loki.", f)
+	c.Tempo.RegisterFlagsWithPrefix(prefix+"tempo.", f)
 }
 
 // Validate checks the section.
 func (c *ExternalServicesConfig) Validate() error {
-	return errors.Join(c.Prometheus.Validate(), c.Loki.Validate())
+	return errors.Join(c.Prometheus.Validate(), c.Loki.Validate(), c.Tempo.Validate())
 }
 
 // PrometheusConfig is the remote-write destination (Mimir, Prometheus, Grafana Cloud).

@@ -9,12 +9,15 @@ import (
 // NewFromEnv makes the router of a process from the Watershed configuration.
 func NewFromEnv(env *runtime.Env) (*Router, error) {
 	cfg := env.Config
-	prom, loki := cfg.ExternalServices.Prometheus, cfg.ExternalServices.Loki
+	prom, loki, tempo := cfg.ExternalServices.Prometheus, cfg.ExternalServices.Loki, cfg.ExternalServices.Tempo
 	routes := map[string]Destination{
 		bus.SignalMetrics: {Name: bus.DestinationPrometheus, Tenant: prom.TenantID, Buffer: prom.Buffer},
 	}
 	if cfg.Logs.Enabled {
 		routes[bus.SignalLogs] = Destination{Name: bus.DestinationLoki, Tenant: loki.TenantID, Buffer: loki.Buffer}
+	}
+	if cfg.Traces.Enabled {
+		routes[bus.SignalTraces] = Destination{Name: bus.DestinationTempo, Tenant: tempo.TenantID, Buffer: tempo.Buffer}
 	}
 	var logs *logproc.Processor
 	if lp := (logproc.Config{

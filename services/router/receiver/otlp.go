@@ -1,0 +1,165 @@
+package receiver
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// OTLP HTTP content types.
+const (
+	contentTypeProtobuf = "application/x-protobuf"
+	contentTypeJSON     = "application/json"
+)
+
+// otlpTraces is the OTLP gRPC trace service.
+type otlpTraces struct {
+	ptraceotlp.UnimplementedGRPCServer
+	p *Pipeline
+}
+
+func (s *otlpTraces) Export(ctx context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
+	err := s.p.Traces(ctx, Source{Protocol: protoOTLPGRPC, PeerIP: grpcPeerIP(ctx)}, req.Traces())
+	return ptraceotlp.NewExportResponse(), grpcStatus(err)
+}
+
+// grpcPeerIP is the sender's IP address, "" when unknown.
+func grpcPeerIP(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	return hostOf(p.Addr.String())
+}
+
+// hostOf is the host of host:port, or the address itself.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// otlpHTTP serves /v1/traces, /v1/metrics and /v1/logs.
+type otlpHTTP struct {
+	p      *Pipeline
+	limits Limits
+}
+
+func (h *otlpHTTP) register(mux *http.ServeMux) {
+	mux.HandleFunc("/v1/traces", h.traces)
+}
+
+// exportRequest is what every OTLP request type can do.
+type exportRequest interface {
+	UnmarshalProto([]byte) error
+	UnmarshalJSON([]byte) error
+}
+
+// decode reads an OTLP HTTP request into req. It writes the error answer
+// itself and returns false when the request cannot be read.
+func (h *otlpHTTP) decode(w http.ResponseWriter, r *http.Request, signal string, req exportRequest) (string, bool) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeOTLPError(w, contentTypeJSON, http.StatusMethodNotAllowed, 0, "only POST is allowed")
+		return "", false
+	}
+	ct := mediaType(r)
+	if ct != contentTypeProtobuf && ct != contentTypeJSON {
+		writeOTLPError(w, contentTypeJSON, http.StatusUnsupportedMediaType, 0, "Content-Type "+ct+" is not application/x-protobuf or application/json")
+		return "", false
+	}
+	body, err := readBody(r, h.limits)
+	if err == nil {
+		if ct == contentTypeJSON {
+			err = req.UnmarshalJSON(body)
+		} else {
+			err = req.UnmarshalProto(body)
+		}
+		if err != nil {
+			err = invalidf("cannot decode the OTLP %s request (%s): %v", signal, ct, err)
+		}
+	}
+	if err != nil {
+		h.p.metrics.undecodable(protoOTLPHTTP, signal, err)
+		code, retry := httpStatus(err)
+		writeOTLPError(w, ct, code, retry, err.Error())
+		return "", false
+	}
+	return ct, true
+}
+
+func (h *otlpHTTP) traces(w http.ResponseWriter, r *http.Request) {
+	req := ptraceotlp.NewExportRequest()
+	ct, ok := h.decode(w, r, signalTraces, req)
+	if !ok {
+		return
+	}
+	err := h.p.Traces(r.Context(), Source{Protocol: protoOTLPHTTP, PeerIP: hostOf(r.RemoteAddr)}, req.Traces())
+	h.answer(w, ct, err, ptraceotlp.NewExportResponse())
+}
+
+// exportResponse is what every OTLP response type can do.
+type exportResponse interface {
+	MarshalProto() ([]byte, error)
+	MarshalJSON() ([]byte, error)
+}
+
+// answer writes the OTLP HTTP answer of a request in its content type.
+func (h *otlpHTTP) answer(w http.ResponseWriter, ct string, err error, resp exportResponse) {
+	if err != nil {
+		code, retry := httpStatus(err)
+		writeOTLPError(w, ct, code, retry, err.Error())
+		return
+	}
+	var body []byte
+	if ct == contentTypeJSON {
+		body, err = resp.MarshalJSON()
+	} else {
+		body, err = resp.MarshalProto()
+	}
+	if err != nil {
+		writeOTLPError(w, ct, http.StatusInternalServerError, 0, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// writeOTLPError answers with a google.rpc.Status in the request's
+// encoding, as the OTLP specification asks.
+func writeOTLPError(w http.ResponseWriter, ct string, code int, retryAfter time.Duration, msg string) {
+	st := status.New(httpToGRPC(code), msg).Proto()
+	var body []byte
+	if ct == contentTypeProtobuf {
+		body, _ = proto.Marshal(st)
+	} else {
+		ct = contentTypeJSON
+		body, _ = protojson.Marshal(st)
+	}
+	setRetryAfter(w, retryAfter)
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+func httpToGRPC(code int) codes.Code {
+	switch code {
+	case http.StatusBadRequest, http.StatusUnsupportedMediaType, http.StatusMethodNotAllowed:
+		return codes.InvalidArgument
+	case http.StatusRequestEntityTooLarge:
+		return codes.ResourceExhausted
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		return codes.Unavailable
+	}
+	return codes.Internal
+}

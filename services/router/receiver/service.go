@@ -1,0 +1,227 @@
+package receiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/encoding/gzip" // OTLP gRPC senders may gzip
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/watershed-dev/watershed/platform/bus"
+	"github.com/watershed-dev/watershed/platform/config"
+)
+
+// Config is what the receivers need from the Watershed configuration.
+type Config struct {
+	Receivers config.ReceiversConfig
+	Pipeline  PipelineConfig
+	// Cluster is k8s.cluster.name.
+	Cluster string
+	// RawStream and DuplicateWindow shape the raw stream, which the
+	// receivers ensure exists before they accept anything.
+	NATS config.NATSConfig
+	// ShutdownTimeout bounds how long stopping waits for requests in flight.
+	ShutdownTimeout time.Duration
+}
+
+// Receivers is the ingest gateway service.
+type Receivers struct {
+	services.Service
+
+	cfg      Config
+	bus      *bus.Bus
+	pipeline *Pipeline
+	enricher *Enricher
+	limiter  *MemoryLimiter
+	logger   *slog.Logger
+
+	grpcServers []*grpc.Server
+	httpServers []*http.Server
+	listeners   []net.Listener
+	serves      []func() error // one per listener, started by running
+	serveErrs   chan error
+	wg          sync.WaitGroup
+}
+
+// New makes the receivers service.
+func New(cfg Config, b *bus.Bus, pubMetrics *bus.PublisherMetrics, reg prometheus.Registerer, logger *slog.Logger) *Receivers {
+	logger = logger.With("component", "receivers")
+	m := newMetrics(reg)
+	r := &Receivers{cfg: cfg, bus: b, logger: logger}
+	r.enricher = NewEnricher(cfg.Cluster, cfg.Receivers.Processors.K8sAttributes.Metadata, m.lookups, logger)
+	if ml := cfg.Receivers.Processors.MemoryLimiter; ml.Enabled {
+		r.limiter = NewMemoryLimiter(uint64(ml.Limit), ml.CheckInterval, m.memoryLimit, logger)
+	}
+	pub := bus.NewPublisher(b.JetStream(), "receivers", pubMetrics, logger)
+	r.pipeline = newPipeline(cfg.Pipeline, pub, r.limiter, r.enricher, m, logger)
+	r.Service = services.NewBasicService(r.starting, r.running, r.stopping)
+	return r
+}
+
+// Enricher is the pod index, for tests that set pods directly.
+func (r *Receivers) Enricher() *Enricher { return r.enricher }
+
+func (r *Receivers) limits() Limits {
+	l := r.cfg.Receivers.Limits
+	return Limits{MaxRequestSize: int64(l.MaxRequestSize), MaxDecompressedSize: int64(l.MaxDecompressedSize)}
+}
+
+func (r *Receivers) starting(ctx context.Context) error {
+	js := r.bus.JetStream()
+	if _, err := bus.EnsureStream(ctx, js, bus.RawStreamConfig(r.cfg.NATS)); err != nil {
+		return err
+	}
+	rc := r.cfg.Receivers
+	grpcOpts := []grpc.ServerOption{
+		// Applies to the message after decompression: a gzip bomb stops here.
+		grpc.MaxRecvMsgSize(int(rc.Limits.MaxDecompressedSize)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 5 * time.Minute, MaxConnectionAgeGrace: 30 * time.Second}),
+	}
+	if rc.GRPC.Enabled {
+		s := grpc.NewServer(grpcOpts...)
+		ptraceotlp.RegisterGRPCServer(s, &otlpTraces{p: r.pipeline})
+		if err := r.listenGRPC("grpc", rc.Address(rc.GRPC), s); err != nil {
+			return err
+		}
+	}
+	if rc.Jaeger.GRPC.Enabled {
+		s := grpc.NewServer(grpcOpts...)
+		api_v2.RegisterCollectorServiceServer(s, &jaegerGRPC{p: r.pipeline})
+		if err := r.listenGRPC("jaeger.grpc", rc.Address(rc.Jaeger.GRPC), s); err != nil {
+			return err
+		}
+	}
+	type registrar interface{ register(*http.ServeMux) }
+	for _, h := range []struct {
+		name string
+		port config.ReceiverPort
+		reg  registrar
+	}{
+		{"http", rc.HTTP, &otlpHTTP{p: r.pipeline, limits: r.limits()}},
+		{"zipkin", rc.Zipkin, &zipkinHTTP{p: r.pipeline, limits: r.limits()}},
+		{"jaeger.thriftHttp", rc.Jaeger.ThriftHTTP, &jaegerThriftHTTP{p: r.pipeline, limits: r.limits()}},
+	} {
+		if !h.port.Enabled {
+			continue
+		}
+		mux := http.NewServeMux()
+		h.reg.register(mux)
+		if err := r.listenHTTP(h.name, rc.Address(h.port), mux); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Receivers) listenGRPC(name, addr string, s *grpc.Server) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		r.closeListeners()
+		return fmt.Errorf("receivers.%s: listen on %s: %w", name, addr, err)
+	}
+	r.listeners = append(r.listeners, l)
+	r.grpcServers = append(r.grpcServers, s)
+	r.serves = append(r.serves, func() error {
+		if err := s.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("receivers.%s on %s: %w", name, addr, err)
+		}
+		return nil
+	})
+	r.logger.Info("receiver listening", "receiver", name, "address", l.Addr().String())
+	return nil
+}
+
+func (r *Receivers) listenHTTP(name, addr string, h http.Handler) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		r.closeListeners()
+		return fmt.Errorf("receivers.%s: listen on %s: %w", name, addr, err)
+	}
+	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	r.listeners = append(r.listeners, l)
+	r.httpServers = append(r.httpServers, s)
+	r.serves = append(r.serves, func() error {
+		if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("receivers.%s on %s: %w", name, addr, err)
+		}
+		return nil
+	})
+	r.logger.Info("receiver listening", "receiver", name, "address", l.Addr().String())
+	return nil
+}
+
+func (r *Receivers) closeListeners() {
+	for _, l := range r.listeners {
+		_ = l.Close()
+	}
+}
+
+// running serves the listeners opened by starting (so that a taken port
+// fails start-up) and keeps the pod index and the memory limiter current.
+func (r *Receivers) running(ctx context.Context) error {
+	r.serveErrs = make(chan error, len(r.serves))
+	for _, serve := range r.serves {
+		r.wg.Go(func() {
+			if err := serve(); err != nil {
+				r.serveErrs <- err
+			}
+		})
+	}
+	var wg sync.WaitGroup
+	if kv, err := bus.EnsurePodMetadataBucket(ctx, r.bus.JetStream(), r.cfg.NATS.RawStream.Replicas); err != nil {
+		r.logger.Error("no pod metadata bucket; received telemetry gets no Kubernetes attributes", "err", err)
+	} else {
+		wg.Go(func() { r.enricher.Watch(ctx, kv) })
+	}
+	if r.limiter != nil {
+		wg.Go(func() { r.limiter.Run(ctx) })
+	}
+	defer wg.Wait()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-r.serveErrs:
+		return err
+	}
+}
+
+// stopping stops intake: new connections are refused, requests in flight
+// finish (their data reaches the bus) within the shutdown timeout.
+func (r *Receivers) stopping(error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range r.httpServers {
+		wg.Go(func() {
+			if err := s.Shutdown(ctx); err != nil {
+				_ = s.Close()
+			}
+		})
+	}
+	for _, s := range r.grpcServers {
+		wg.Go(func() {
+			done := make(chan struct{})
+			go func() { s.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				s.Stop()
+			}
+		})
+	}
+	wg.Wait()
+	r.closeListeners()
+	r.wg.Wait()
+	return nil
+}
