@@ -16,7 +16,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 VICTORIA_LOGS_VERSION := v1.52.1
 export PATH := $(TOOLS_DIR)/bin:$(PATH)
 
-MODULES := platform proto deploy services/discovery services/node-collector services/router services/writer-loki services/writer-mimir cmd/watershed
+MODULES := platform proto deploy services/discovery services/node-collector services/router services/writer-loki services/writer-mimir services/writer-tempo cmd/watershed
 CONFIG ?= examples/local.yaml
 
 .PHONY: all build run test bench proto tools tools-k8s deps-debian tidy clean images
@@ -30,6 +30,7 @@ build:
 	go build -o bin/router ./services/router/cmd/router
 	go build -o bin/writer-mimir ./services/writer-mimir/cmd/writer-mimir
 	go build -o bin/writer-loki ./services/writer-loki/cmd/writer-loki
+	go build -o bin/writer-tempo ./services/writer-tempo/cmd/writer-tempo
 	go build -o bin/watershed ./cmd/watershed
 
 run: build
@@ -84,7 +85,7 @@ bench: tools build
 # as deploy/base/kustomization.yaml pins them. Needs docker.
 IMAGE_REPO ?= ghcr.io/watershed-dev
 IMAGE_TAG ?= 0.1.0
-SERVICES := node-collector discovery router writer-mimir writer-loki
+SERVICES := node-collector discovery router writer-mimir writer-loki writer-tempo
 images:
 	for s in $(SERVICES); do docker build -f build/Dockerfile.$$s -t $(IMAGE_REPO)/$$s:$(IMAGE_TAG) . || exit 1; done
 

@@ -21,7 +21,7 @@ import (
 const usage = `usage: watershed <command> [flags]
 
 commands:
-  run     run services in one process: -config.file=FILE [-target=all|node-collector,router,writer-mimir,writer-loki,discovery]
+  run     run services in one process: -config.file=FILE [-target=all|node-collector,router,writer-mimir,writer-loki,writer-tempo,discovery]
   status  what the bus holds per stream and each collector's last heartbeat: -config.file=FILE
 `
 

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/watershed-dev/watershed/platform/remotewrite"
 )
 
 // ErrorClass says what a writer does with a failed request.
@@ -64,6 +66,12 @@ func newClient(cfg Config) *client {
 	return &client{cfg: cfg, http: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
 }
 
+// Send POSTs the snappy-compressed request.
+func (c *client) Send(ctx context.Context, tenant string, req *remotewrite.Joiner) (Result, error) {
+	body := req.Compressed()
+	return Result{Bytes: len(body)}, c.send(ctx, tenant, body)
+}
+
 // send POSTs one compressed request body. It returns nil on 2xx and a
 // *SendError otherwise.
 func (c *client) send(ctx context.Context, tenant string, body []byte) error {
@@ -97,13 +105,13 @@ func (c *client) send(ctx context.Context, tenant string, body []byte) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 	_, _ = io.Copy(io.Discard, resp.Body)
-	return classify(resp.StatusCode, resp.Header.Get("Retry-After"), strings.TrimSpace(string(msg)), c.cfg.Protocol.RejectReason)
+	return Classify(resp.StatusCode, resp.Header.Get("Retry-After"), strings.TrimSpace(string(msg)), c.cfg.Protocol.RejectReason)
 }
 
-// classify maps an HTTP answer to what the writer does with it, as
+// Classify maps an HTTP answer to what the writer does with it, as
 // Prometheus's remote-write client does (5xx and 429 are recoverable, other
 // 4xx are not), except that 401 and 403 are retried.
-func classify(status int, retryAfter, body string, reason func(int, string) string) error {
+func Classify(status int, retryAfter, body string, reason func(int, string) string) error {
 	if status/100 == 2 {
 		return nil
 	}

@@ -29,7 +29,7 @@ func TestClassify(t *testing.T) {
 		{name: "unauthorized is retried", status: 401, class: Retryable, reason: "unauthorized"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := classify(c.status, c.retryAfter, c.body, func(_ int, body string) string {
+			err := Classify(c.status, c.retryAfter, c.body, func(_ int, body string) string {
 				if body == "out of order sample" {
 					return "out_of_order"
 				}

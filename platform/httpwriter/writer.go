@@ -44,6 +44,24 @@ type Queue struct {
 	AckWait           time.Duration
 }
 
+// Result is what a backend said about an accepted request.
+type Result struct {
+	// Rejected items the backend refused inside an accepted request (an
+	// OTLP partial success); counted under RejectReason, never retried.
+	Rejected     int
+	RejectReason string
+	Message      string
+	// Bytes is the size of the request as sent.
+	Bytes int
+}
+
+// Sender delivers one joined request: the payloads of its messages laid
+// end to end, uncompressed (req.Uncompressed) or snappy-compressed
+// (req.Compressed). A failure is a *SendError saying whether to retry.
+type Sender interface {
+	Send(ctx context.Context, tenant string, req *remotewrite.Joiner) (Result, error)
+}
+
 // Config is one writer.
 type Config struct {
 	NATS        config.NATSConfig
@@ -57,6 +75,9 @@ type Config struct {
 	// Batch is how many messages a partition fetches, and may hold
 	// unacknowledged, at once.
 	Batch int
+	// Sender delivers requests; nil POSTs the snappy-compressed body to
+	// URL with the Protocol's headers.
+	Sender Sender
 }
 
 // Writer delivers a destination's stream to its backend.
@@ -65,7 +86,7 @@ type Writer struct {
 
 	cfg     Config
 	bus     *bus.Bus
-	client  *client
+	sender  Sender
 	metrics *metrics
 	logger  *slog.Logger
 	loops   []*bus.FetchLoop
@@ -76,9 +97,12 @@ func New(cfg Config, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger)
 	w := &Writer{
 		cfg:     cfg,
 		bus:     b,
-		client:  newClient(cfg),
+		sender:  cfg.Sender,
 		metrics: newMetrics(reg, cfg.Protocol.Destination),
 		logger:  logger.With("component", "writer", "destination", cfg.Protocol.Destination),
+	}
+	if w.sender == nil {
+		w.sender = newClient(cfg)
 	}
 	w.Service = services.NewBasicService(w.starting, w.running, nil)
 	return w
@@ -199,20 +223,23 @@ func (p *partitionWriter) flush(ctx context.Context) error {
 // refuses it for good, then acks its messages.
 func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, items int) error {
 	w := p.w
-	body := p.joiner.Compressed()
 	q := w.cfg.Queue
 	bo := backoff.New(ctx, backoff.Config{MinBackoff: q.MinBackoff, MaxBackoff: q.MaxBackoff})
 	lastProgress := time.Now()
 	for {
 		start := time.Now()
-		err := w.client.send(ctx, p.tenant, body)
+		res, err := w.sender.Send(ctx, p.tenant, &p.joiner)
 		w.metrics.requestDuration.Observe(time.Since(start).Seconds())
 		var se *SendError
 		switch {
 		case err == nil:
 			w.metrics.requests.WithLabelValues("success").Inc()
-			w.metrics.itemsSent.Add(float64(items))
-			w.metrics.bytesSent.Add(float64(len(body)))
+			w.metrics.itemsSent.Add(float64(items - res.Rejected))
+			w.metrics.bytesSent.Add(float64(res.Bytes))
+			if res.Rejected > 0 {
+				w.metrics.itemsRejected.WithLabelValues(res.RejectReason).Add(float64(res.Rejected))
+				w.logRejectOnce(&SendError{Class: Permanent, Reason: res.RejectReason, Err: errors.New(res.Message)})
+			}
 			p.ackAll(msgs)
 			return nil
 		case errors.As(err, &se) && se.Class == Permanent:

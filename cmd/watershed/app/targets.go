@@ -10,15 +10,17 @@ import (
 	"github.com/watershed-dev/watershed/platform/runtime"
 	"github.com/watershed-dev/watershed/services/discovery/discovery"
 	"github.com/watershed-dev/watershed/services/node-collector/collector"
+	"github.com/watershed-dev/watershed/services/router/receiver"
 	"github.com/watershed-dev/watershed/services/router/router"
 	"github.com/watershed-dev/watershed/services/writer-loki/lokiwriter"
 	"github.com/watershed-dev/watershed/services/writer-mimir/mimirwriter"
+	"github.com/watershed-dev/watershed/services/writer-tempo/tempowriter"
 )
 
 // Targets in stop order: intake first, so that at shutdown nothing new
 // comes in while the rest flushes. Discovery without Kubernetes
 // credentials serves only the status endpoints.
-var Targets = []string{"node-collector", "router", "writer-mimir", "writer-loki", "discovery"}
+var Targets = []string{"node-collector", "router", "writer-mimir", "writer-loki", "writer-tempo", "discovery"}
 
 // ParseTargets reads -target: "all" or a comma-separated list.
 func ParseTargets(s string) ([]string, error) {
@@ -50,6 +52,10 @@ func Build(targets []string) runtime.BuildFunc {
 					groups = append(groups, svcs)
 				}
 			case "router":
+				// The receivers are intake: they stop before the router.
+				if receiver.Enabled(env) {
+					groups = append(groups, []services.Service{receiver.NewFromEnv(env)})
+				}
 				r, err := router.NewFromEnv(env)
 				if err != nil {
 					return nil, err
@@ -62,6 +68,14 @@ func Build(targets []string) runtime.BuildFunc {
 				// WS_DEST_LOKI (when logs are on at all).
 				if env.Config.Logs.Enabled && env.Config.ExternalServices.Loki.Host != "" {
 					groups = append(groups, []services.Service{lokiwriter.NewFromEnv(env)})
+				}
+			case "writer-tempo":
+				if env.Config.Traces.Enabled && env.Config.ExternalServices.Tempo.Host != "" {
+					w, err := tempowriter.NewFromEnv(env)
+					if err != nil {
+						return nil, err
+					}
+					groups = append(groups, []services.Service{w})
 				}
 			case "discovery":
 				d, err := discovery.NewFromEnv(env)
