@@ -50,6 +50,7 @@ type Receivers struct {
 	httpServers []*http.Server
 	listeners   []net.Listener
 	serves      []func() error // one per listener, started by running
+	addrs       map[string]string
 	serveErrs   chan error
 	wg          sync.WaitGroup
 }
@@ -58,7 +59,7 @@ type Receivers struct {
 func New(cfg Config, b *bus.Bus, pubMetrics *bus.PublisherMetrics, reg prometheus.Registerer, logger *slog.Logger) *Receivers {
 	logger = logger.With("component", "receivers")
 	m := newMetrics(reg)
-	r := &Receivers{cfg: cfg, bus: b, logger: logger}
+	r := &Receivers{cfg: cfg, bus: b, logger: logger, addrs: map[string]string{}}
 	r.enricher = NewEnricher(cfg.Cluster, cfg.Receivers.Processors.K8sAttributes.Metadata, m.lookups, logger)
 	if ml := cfg.Receivers.Processors.MemoryLimiter; ml.Enabled {
 		r.limiter = NewMemoryLimiter(uint64(ml.Limit), ml.CheckInterval, m.memoryLimit, logger)
@@ -68,6 +69,10 @@ func New(cfg Config, b *bus.Bus, pubMetrics *bus.PublisherMetrics, reg prometheu
 	r.Service = services.NewBasicService(r.starting, r.running, r.stopping)
 	return r
 }
+
+// Addr is the address a receiver listens on, by its key under receivers
+// (grpc, http, zipkin, jaeger.grpc, jaeger.thriftHttp); valid once running.
+func (r *Receivers) Addr(name string) string { return r.addrs[name] }
 
 // Enricher is the pod index, for tests that set pods directly.
 func (r *Receivers) Enricher() *Enricher { return r.enricher }
@@ -132,6 +137,7 @@ func (r *Receivers) listenGRPC(name, addr string, s *grpc.Server) error {
 	}
 	r.listeners = append(r.listeners, l)
 	r.grpcServers = append(r.grpcServers, s)
+	r.addrs[name] = l.Addr().String()
 	r.serves = append(r.serves, func() error {
 		if err := s.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("receivers.%s on %s: %w", name, addr, err)
@@ -151,6 +157,7 @@ func (r *Receivers) listenHTTP(name, addr string, h http.Handler) error {
 	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	r.listeners = append(r.listeners, l)
 	r.httpServers = append(r.httpServers, s)
+	r.addrs[name] = l.Addr().String()
 	r.serves = append(r.serves, func() error {
 		if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("receivers.%s on %s: %w", name, addr, err)
