@@ -125,7 +125,7 @@ func classifyGRPC(err error) error {
 	if !ok {
 		return &httpwriter.SendError{Class: httpwriter.Retryable, Reason: "connection", Err: err}
 	}
-	reason := strings.ToLower(st.Code().String())
+	reason := snake(st.Code().String())
 	switch st.Code() {
 	case codes.Unavailable, codes.Canceled, codes.DeadlineExceeded, codes.Aborted, codes.OutOfRange, codes.DataLoss:
 		if st.Code() == codes.DeadlineExceeded {
@@ -142,6 +142,22 @@ func classifyGRPC(err error) error {
 		return &httpwriter.SendError{Class: httpwriter.Permanent, Reason: reason, Err: err}
 	}
 	return &httpwriter.SendError{Class: httpwriter.Permanent, Reason: reason, Err: err}
+}
+
+// snake turns a gRPC code name (InvalidArgument) into a label value
+// (invalid_argument).
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if r >= 'A' && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // retryDelay is the RetryInfo a status carries.
