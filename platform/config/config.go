@@ -471,6 +471,12 @@ func (t *StaticTarget) validate(p string) error {
 // registerRetryFlags registers the batching and retry flags every writer has.
 func (q *QueueConfig) registerRetryFlags(prefix string, f *flag.FlagSet) {
 	f.DurationVar(&q.BatchSendDeadline, prefix+"batchSendDeadline", time.Second, "Longest a partial request waits for more data.")
+	q.registerRetryOnlyFlags(prefix, f)
+}
+
+// registerRetryOnlyFlags registers the retry flags, for a writer whose
+// batching is configured elsewhere (writer-tempo: receivers.processors.batch).
+func (q *QueueConfig) registerRetryOnlyFlags(prefix string, f *flag.FlagSet) {
 	f.DurationVar(&q.RemoteTimeout, prefix+"remoteTimeout", 30*time.Second, "Timeout of one request to the backend.")
 	f.DurationVar(&q.MinBackoff, prefix+"minBackoff", 100*time.Millisecond, "First retry delay.")
 	f.DurationVar(&q.MaxBackoff, prefix+"maxBackoff", 5*time.Second, "Longest retry delay (a longer Retry-After is honoured).")

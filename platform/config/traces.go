@@ -253,7 +253,9 @@ func (c *TempoConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	f.StringVar(&c.TLS.KeyFile, prefix+"tls.keyFile", "", "Client key file (mutual TLS).")
 	f.StringVar(&c.TLS.ServerName, prefix+"tls.serverName", "", "Name to verify Tempo's certificate against, when not the host's.")
 	c.Buffer.registerFlags(prefix+"buffer.", f, 24*time.Hour, 10<<30)
-	c.Queue.registerRetryFlags(prefix+"queue.", f)
+	// Batches follow receivers.processors.batch, as in the chart.
+	c.Queue.registerRetryOnlyFlags(prefix+"queue.", f)
+	c.Queue.BatchSendDeadline = time.Second
 }
 
 // Plaintext reports whether the gRPC export goes without TLS.
