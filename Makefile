@@ -14,12 +14,14 @@ TOOLS_DIR ?= $(HOME)/.cache/watershed/tools
 PROTOC_GEN_GO_VERSION := v1.36.12
 # VictoriaLogs takes Loki's push protocol: the end-to-end log backend.
 VICTORIA_LOGS_VERSION := v1.52.1
+# Jaeger (v2 binary, module tag v1.76.0) takes OTLP and answers trace queries.
+JAEGER_VERSION := 1.76.0
 export PATH := $(TOOLS_DIR)/bin:$(PATH)
 
 MODULES := platform proto deploy services/discovery services/node-collector services/router services/writer-loki services/writer-mimir services/writer-tempo cmd/watershed
 CONFIG ?= examples/local.yaml
 
-.PHONY: all build run test bench proto tools tools-k8s deps-debian tidy clean images
+.PHONY: all build run test bench proto tools tools-k8s tools-jaeger deps-debian tidy clean images
 
 all: build
 
@@ -51,12 +53,17 @@ deps-debian:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# Jaeger, the real trace backend of the end-to-end trace tests: built once
+# per machine (about 15 min on 2 cores), cached in $(TOOLS_DIR)/bin.
+tools-jaeger:
+	@TOOLS_DIR="$(TOOLS_DIR)" JAEGER_VERSION="$(JAEGER_VERSION)" GOFLAGS= ./hack/jaeger-build.sh
+
 # etcd and kube-apiserver for the tests against a real API server: built
 # once per machine (15-50 min on 2 cores), cached in $(TOOLS_DIR)/k8s.
 tools-k8s:
 	@TOOLS_DIR="$(TOOLS_DIR)" GOFLAGS= ./hack/k8s-test-binaries.sh
 
-tools: deps-debian tools-k8s
+tools: deps-debian tools-k8s tools-jaeger
 	@if [ ! -x "$(TOOLS_DIR)/bin/protoc-gen-go" ] || ! "$(TOOLS_DIR)/bin/protoc-gen-go" --version | grep -q "$(PROTOC_GEN_GO_VERSION)"; then \
 	  echo "installing protoc-gen-go $(PROTOC_GEN_GO_VERSION) into $(TOOLS_DIR)"; \
 	  GOBIN="$(TOOLS_DIR)/bin" GOFLAGS= go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION); \
