@@ -6,11 +6,16 @@ import (
 	"github.com/watershed-dev/watershed/platform/runtime"
 )
 
-// Enabled reports whether a process should run the receivers: traces are
-// on and at least one receiver is.
+// Enabled reports whether a process should run the receivers: at least
+// one receiver is on, and a signal it can take.
 func Enabled(env *runtime.Env) bool {
+	s := signals(env)
+	return len(env.Config.Receivers.Enabled()) > 0 && (s.Traces || s.Metrics || s.Logs)
+}
+
+func signals(env *runtime.Env) Signals {
 	cfg := env.Config
-	return cfg.Traces.Enabled && len(cfg.Receivers.Enabled()) > 0
+	return Signals{Traces: cfg.Traces.Enabled, Metrics: cfg.Metrics.Enabled, Logs: cfg.Logs.Enabled}
 }
 
 // NewFromEnv makes the receivers of a process from the Watershed configuration.
@@ -19,6 +24,7 @@ func NewFromEnv(env *runtime.Env) *Receivers {
 	tempo := cfg.ExternalServices.Tempo
 	return New(Config{
 		Receivers: cfg.Receivers,
+		Signals:   signals(env),
 		Pipeline: PipelineConfig{
 			Partitions:      cfg.NATS.Partitions,
 			MaxMessageBytes: int(cfg.NATS.MaxMessageBytes),
@@ -26,6 +32,7 @@ func NewFromEnv(env *runtime.Env) *Receivers {
 			Source:          env.Name,
 			PublishTimeout:  10 * time.Second,
 			TraceTenant:     TenantRule{Attribute: tempo.TenantFromAttribute, Mapping: tempo.TenantMapping},
+			Cluster:         cfg.Cluster.Name,
 		},
 		Cluster:         cfg.Cluster.Name,
 		NATS:            cfg.NATS,

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -19,6 +21,28 @@ const (
 	contentTypeProtobuf = "application/x-protobuf"
 	contentTypeJSON     = "application/json"
 )
+
+// otlpMetrics is the OTLP gRPC metrics service.
+type otlpMetrics struct {
+	pmetricotlp.UnimplementedGRPCServer
+	p *Pipeline
+}
+
+func (s *otlpMetrics) Export(ctx context.Context, req pmetricotlp.ExportRequest) (pmetricotlp.ExportResponse, error) {
+	err := s.p.Metrics(ctx, Source{Protocol: protoOTLPGRPC, PeerIP: grpcPeerIP(ctx)}, req.Metrics())
+	return pmetricotlp.NewExportResponse(), grpcStatus(err)
+}
+
+// otlpLogs is the OTLP gRPC logs service.
+type otlpLogs struct {
+	plogotlp.UnimplementedGRPCServer
+	p *Pipeline
+}
+
+func (s *otlpLogs) Export(ctx context.Context, req plogotlp.ExportRequest) (plogotlp.ExportResponse, error) {
+	err := s.p.Logs(ctx, Source{Protocol: protoOTLPGRPC, PeerIP: grpcPeerIP(ctx)}, req.Logs())
+	return plogotlp.NewExportResponse(), grpcStatus(err)
+}
 
 // otlpTraces is the OTLP gRPC trace service.
 type otlpTraces struct {
@@ -48,14 +72,44 @@ func hostOf(addr string) string {
 	return addr
 }
 
-// otlpHTTP serves /v1/traces, /v1/metrics and /v1/logs.
+// otlpHTTP serves /v1/traces, /v1/metrics and /v1/logs, each when its
+// signal is on.
 type otlpHTTP struct {
-	p      *Pipeline
-	limits Limits
+	p       *Pipeline
+	limits  Limits
+	signals Signals
 }
 
 func (h *otlpHTTP) register(mux *http.ServeMux) {
-	mux.HandleFunc("/v1/traces", h.traces)
+	if h.signals.Traces {
+		mux.HandleFunc("/v1/traces", h.traces)
+	}
+	if h.signals.Metrics {
+		mux.HandleFunc("/v1/metrics", h.metrics)
+	}
+	if h.signals.Logs {
+		mux.HandleFunc("/v1/logs", h.logs)
+	}
+}
+
+func (h *otlpHTTP) metrics(w http.ResponseWriter, r *http.Request) {
+	req := pmetricotlp.NewExportRequest()
+	ct, ok := h.decode(w, r, signalMetrics, req)
+	if !ok {
+		return
+	}
+	err := h.p.Metrics(r.Context(), Source{Protocol: protoOTLPHTTP, PeerIP: hostOf(r.RemoteAddr)}, req.Metrics())
+	h.answer(w, ct, err, pmetricotlp.NewExportResponse())
+}
+
+func (h *otlpHTTP) logs(w http.ResponseWriter, r *http.Request) {
+	req := plogotlp.NewExportRequest()
+	ct, ok := h.decode(w, r, signalLogs, req)
+	if !ok {
+		return
+	}
+	err := h.p.Logs(r.Context(), Source{Protocol: protoOTLPHTTP, PeerIP: hostOf(r.RemoteAddr)}, req.Logs())
+	h.answer(w, ct, err, plogotlp.NewExportResponse())
 }
 
 // exportRequest is what every OTLP request type can do.

@@ -12,6 +12,7 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/prometheus/storage/remote/otlptranslator/prometheusremotewrite"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
@@ -64,6 +65,8 @@ type PipelineConfig struct {
 	// PublishTimeout bounds how long a request waits for the bus.
 	PublishTimeout time.Duration
 	TraceTenant    TenantRule
+	// Cluster is the cluster label of translated OTLP metrics.
+	Cluster string
 }
 
 // Pipeline takes decoded requests to the bus.
@@ -77,6 +80,8 @@ type Pipeline struct {
 	bootID  string
 	seq     atomic.Uint64
 	bufs    sync.Pool
+
+	metricSettings prometheusremotewrite.Settings
 }
 
 func newPipeline(cfg PipelineConfig, pub Publisher, limiter *MemoryLimiter, k8s *Enricher, m *metrics, logger *slog.Logger) *Pipeline {
@@ -84,6 +89,8 @@ func newPipeline(cfg PipelineConfig, pub Publisher, limiter *MemoryLimiter, k8s 
 		cfg: cfg, pub: pub, limiter: limiter, k8s: k8s, metrics: m, logger: logger,
 		bootID: strconv.FormatInt(time.Now().UnixNano(), 36),
 		bufs:   sync.Pool{New: func() any { return new([]byte) }},
+
+		metricSettings: metricSettings(cfg.Cluster),
 	}
 }
 

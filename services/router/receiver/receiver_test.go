@@ -55,9 +55,10 @@ func testConfig(t *testing.T) Config {
 	nats := bustest.NATSConfig(t.TempDir())
 	return Config{
 		Receivers: rc,
+		Signals:   Signals{Traces: true, Metrics: true, Logs: true},
 		Pipeline: PipelineConfig{
 			Partitions: nats.Partitions, MaxMessageBytes: int(nats.MaxMessageBytes), MaxAttributes: rc.Limits.MaxAttributes,
-			Source: "test", PublishTimeout: 5 * time.Second,
+			Source: "test", PublishTimeout: 5 * time.Second, Cluster: "test-cluster",
 		},
 		Cluster: "test-cluster", NATS: nats, ShutdownTimeout: 5 * time.Second,
 	}
@@ -78,6 +79,7 @@ func start(t *testing.T, cfg Config) *harness {
 // rawMessage is one message the receivers stored on WS_RAW.
 type rawMessage struct {
 	headers map[string]string
+	raw     []byte // decompressed payload
 	traces  ptrace.Traces
 }
 
@@ -106,15 +108,17 @@ func (h *harness) readRaw(t *testing.T, n int) []rawMessage {
 		if err != nil {
 			t.Fatalf("payload is not snappy: %v", err)
 		}
-		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(raw)
-		if err != nil {
-			t.Fatalf("payload is not OTLP: %v", err)
-		}
 		hdr := map[string]string{}
 		for k := range m.Header {
 			hdr[k] = m.Header.Get(k)
 		}
-		out = append(out, rawMessage{headers: hdr, traces: td})
+		msg := rawMessage{headers: hdr, raw: raw}
+		if hdr[bus.HeaderEncoding] == bus.EncodingOTLPTracesSnappy {
+			if msg.traces, err = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(raw); err != nil {
+				t.Fatalf("payload is not OTLP: %v", err)
+			}
+		}
+		out = append(out, msg)
 	}
 	return out
 }

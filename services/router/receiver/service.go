@@ -13,6 +13,8 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // OTLP gRPC senders may gzip
@@ -22,9 +24,17 @@ import (
 	"github.com/watershed-dev/watershed/platform/config"
 )
 
+// Signals says which signals the receivers take: each goes to its
+// destination only when that is on (traces.enabled, metrics.enabled,
+// logs.enabled); the others are not served (HTTP 404, gRPC UNIMPLEMENTED).
+type Signals struct {
+	Traces, Metrics, Logs bool
+}
+
 // Config is what the receivers need from the Watershed configuration.
 type Config struct {
 	Receivers config.ReceiversConfig
+	Signals   Signals
 	Pipeline  PipelineConfig
 	// Cluster is k8s.cluster.name.
 	Cluster string
@@ -93,14 +103,23 @@ func (r *Receivers) starting(ctx context.Context) error {
 		grpc.MaxRecvMsgSize(int(rc.Limits.MaxDecompressedSize)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 5 * time.Minute, MaxConnectionAgeGrace: 30 * time.Second}),
 	}
+	sig := r.cfg.Signals
 	if rc.GRPC.Enabled {
 		s := grpc.NewServer(grpcOpts...)
-		ptraceotlp.RegisterGRPCServer(s, &otlpTraces{p: r.pipeline})
+		if sig.Traces {
+			ptraceotlp.RegisterGRPCServer(s, &otlpTraces{p: r.pipeline})
+		}
+		if sig.Metrics {
+			pmetricotlp.RegisterGRPCServer(s, &otlpMetrics{p: r.pipeline})
+		}
+		if sig.Logs {
+			plogotlp.RegisterGRPCServer(s, &otlpLogs{p: r.pipeline})
+		}
 		if err := r.listenGRPC("grpc", rc.Address(rc.GRPC), s); err != nil {
 			return err
 		}
 	}
-	if rc.Jaeger.GRPC.Enabled {
+	if rc.Jaeger.GRPC.Enabled && sig.Traces {
 		s := grpc.NewServer(grpcOpts...)
 		api_v2.RegisterCollectorServiceServer(s, &jaegerGRPC{p: r.pipeline})
 		if err := r.listenGRPC("jaeger.grpc", rc.Address(rc.Jaeger.GRPC), s); err != nil {
@@ -113,11 +132,11 @@ func (r *Receivers) starting(ctx context.Context) error {
 		port config.ReceiverPort
 		reg  registrar
 	}{
-		{"http", rc.HTTP, &otlpHTTP{p: r.pipeline, limits: r.limits()}},
+		{"http", rc.HTTP, &otlpHTTP{p: r.pipeline, limits: r.limits(), signals: sig}},
 		{"zipkin", rc.Zipkin, &zipkinHTTP{p: r.pipeline, limits: r.limits()}},
 		{"jaeger.thriftHttp", rc.Jaeger.ThriftHTTP, &jaegerThriftHTTP{p: r.pipeline, limits: r.limits()}},
 	} {
-		if !h.port.Enabled {
+		if !h.port.Enabled || (h.name != "http" && !sig.Traces) {
 			continue
 		}
 		mux := http.NewServeMux()
