@@ -319,6 +319,8 @@ func baseConfig(t *testing.T, storeDir, backend string) *config.Config {
 	cfg.ExternalServices.Prometheus.Queue.MaxBackoff = time.Second
 	cfg.Metrics.ScrapeInterval = time.Second
 	cfg.Logs.Enabled = false // TestLogs* turn them on
+	// No receivers on the default ports; the trace tests turn them on, on free ports.
+	cfg.Receivers.GRPC.Enabled, cfg.Receivers.HTTP.Enabled, cfg.Receivers.Zipkin.Enabled = false, false, false
 	cfg.Logs.Tail.PositionsDirectory = filepath.Join(storeDir, "positions")
 	return cfg
 }

@@ -120,6 +120,7 @@ func portOf(t *testing.T, addr string) int {
 func tracesConfig(t *testing.T, cfg *config.Config, tempoAddr string) {
 	cfg.Traces.Enabled = true
 	rc := &cfg.Receivers
+	rc.GRPC.Enabled, rc.HTTP.Enabled, rc.Zipkin.Enabled = true, true, true
 	rc.GRPC.Port, rc.HTTP.Port, rc.Zipkin.Port = portOf(t, freeAddr(t)), portOf(t, freeAddr(t)), portOf(t, freeAddr(t))
 	rc.Processors.Batch.Timeout = 200 * time.Millisecond
 	cfg.ExternalServices.Tempo.Host = "http://" + tempoAddr
