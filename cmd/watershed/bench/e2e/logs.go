@@ -105,6 +105,7 @@ externalServices:
   prometheus: {host: "http://127.0.0.1:1"}
   loki: {host: "http://%s"}
 metrics: {enabled: false}
+receivers: {grpc: {enabled: false}, http: {enabled: false}, zipkin: {enabled: false}}
 logs:
   pod_logs: {enabled: false}
   files: [{path: %q, format: cri, labels: {job: bench}}]

@@ -4,8 +4,10 @@
 // process against them (all-in-one, embedded JetStream with file storage),
 // and prints samples/s delivered, CPU-seconds of the watershed process per
 // million samples and its peak RSS. For logs (-signal=logs) it writes CRI
-// files at -log-rate and counts what reaches a Loki-protocol receiver. It
-// stops by itself after -duration.
+// files at -log-rate and counts what reaches a Loki-protocol receiver. For
+// traces (-signal=traces) telemetrygen sends spans at -span-rate to the
+// OTLP gRPC receiver and an OTLP server counts what writer-tempo delivers.
+// It stops by itself after -duration.
 package main
 
 import (
@@ -40,6 +42,11 @@ type options struct {
 	logFiles int
 	// collectorOnly measures the node collector in its own process.
 	collectorOnly bool
+	// Traces: telemetrygen's load.
+	telemetrygen string
+	spanRate     float64
+	workers      int
+	childSpans   int
 }
 
 func main() {
@@ -51,14 +58,21 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 10*time.Second, "time before measuring")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "measured time")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the watershed process over the measured time to this file")
-	flag.StringVar(&o.signal, "signal", "metrics", "metrics or logs")
+	flag.StringVar(&o.signal, "signal", "metrics", "metrics, logs or traces")
 	flag.Float64Var(&o.logRate, "log-rate", 10, "logs: MiB/s written, across all files")
 	flag.IntVar(&o.logFiles, "log-files", 4, "logs: files written")
 	flag.BoolVar(&o.collectorOnly, "collector-only", false, "logs: run the node collector in its own process and measure it alone")
+	flag.StringVar(&o.telemetrygen, "telemetrygen", "telemetrygen", "traces: the telemetrygen binary (make bench installs it)")
+	flag.Float64Var(&o.spanRate, "span-rate", 50000, "traces: spans/s offered, across all workers")
+	flag.IntVar(&o.workers, "workers", 4, "traces: telemetrygen workers")
+	flag.IntVar(&o.childSpans, "child-spans", 9, "traces: child spans per trace")
 	flag.Parse()
 	runSignal := run
-	if o.signal == "logs" {
+	switch o.signal {
+	case "logs":
 		runSignal = runLogs
+	case "traces":
+		runSignal = runTraces
 	}
 	if err := runSignal(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -114,6 +128,7 @@ nats: {storeDir: %q, listenAddress: "127.0.0.1:-1"}
 externalServices:
   prometheus: {host: "http://%s", writeEndpoint: /api/v1/write}
 logs: {enabled: false}
+receivers: {grpc: {enabled: false}, http: {enabled: false}, zipkin: {enabled: false}}
 metrics:
   scrapeInterval: %s
   staticTargets:
