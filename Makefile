@@ -16,12 +16,14 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 VICTORIA_LOGS_VERSION := v1.52.1
 # Jaeger (v2 binary, module tag v1.76.0) takes OTLP and answers trace queries.
 JAEGER_VERSION := 1.76.0
+# telemetrygen is the span load of the trace benchmark.
+TELEMETRYGEN_VERSION := v0.161.0
 export PATH := $(TOOLS_DIR)/bin:$(PATH)
 
 MODULES := platform proto deploy services/discovery services/node-collector services/router services/writer-loki services/writer-mimir services/writer-tempo cmd/watershed
 CONFIG ?= examples/local.yaml
 
-.PHONY: all build run test bench proto tools tools-k8s tools-jaeger deps-debian tidy clean images
+.PHONY: all build run test bench proto tools tools-k8s tools-jaeger tools-bench deps-debian tidy clean images
 
 all: build
 
@@ -81,12 +83,21 @@ test: tools
 	go vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
 	go test -race -count=1 -timeout 20m $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
-bench: tools build
-	go test -run '^$$' -bench . -benchmem -count=1 ./platform/... ./services/node-collector/...
+# The trace benchmark's load generator, installed once per version.
+tools-bench:
+	@stamp="$(TOOLS_DIR)/bin/.telemetrygen-$(TELEMETRYGEN_VERSION)"; \
+	if [ ! -x "$(TOOLS_DIR)/bin/telemetrygen" ] || [ ! -f "$$stamp" ]; then \
+	  echo "installing telemetrygen $(TELEMETRYGEN_VERSION) into $(TOOLS_DIR)"; \
+	  GOBIN="$(TOOLS_DIR)/bin" GOFLAGS= go install github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@$(TELEMETRYGEN_VERSION) && touch "$$stamp"; \
+	fi
+
+bench: tools tools-bench build
+	go test -run '^$$' -bench . -benchmem -count=1 ./platform/... ./services/node-collector/... ./services/router/receiver/
 	go test -run '^$$' -bench PodChangeToAssignment -benchtime 20x -count=1 ./services/discovery/discovery/
 	go run ./cmd/watershed/bench/e2e -duration=30s
 	go run ./cmd/watershed/bench/e2e -signal=logs -log-rate=10 -duration=30s
 	go run ./cmd/watershed/bench/e2e -signal=logs -log-rate=10 -duration=30s -collector-only
+	go run ./cmd/watershed/bench/e2e -signal=traces -span-rate=50000 -duration=30s
 
 # Container images, one per service (build/Dockerfile.<service>), tagged
 # as deploy/base/kustomization.yaml pins them. Needs docker.
