@@ -297,4 +297,3 @@ func postZipkin(t *testing.T, url, prefix string, n int) {
 		t.Fatalf("zipkin post: %s", resp.Status)
 	}
 }
-

@@ -149,36 +149,38 @@ func (r *Receivers) starting(ctx context.Context) error {
 }
 
 func (r *Receivers) listenGRPC(name, addr string, s *grpc.Server) error {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		r.closeListeners()
-		return fmt.Errorf("receivers.%s: listen on %s: %w", name, addr, err)
-	}
-	r.listeners = append(r.listeners, l)
 	r.grpcServers = append(r.grpcServers, s)
-	r.addrs[name] = l.Addr().String()
-	r.serves = append(r.serves, func() error {
-		if err := s.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("receivers.%s on %s: %w", name, addr, err)
+	return r.listen(name, addr, func(l net.Listener) error {
+		if err := s.Serve(l); !errors.Is(err, grpc.ErrServerStopped) {
+			return err
 		}
 		return nil
 	})
-	r.logger.Info("receiver listening", "receiver", name, "address", l.Addr().String())
-	return nil
 }
 
 func (r *Receivers) listenHTTP(name, addr string, h http.Handler) error {
+	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	r.httpServers = append(r.httpServers, s)
+	return r.listen(name, addr, func(l net.Listener) error {
+		if err := s.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+}
+
+// listen opens a receiver's port now, so that a taken port fails
+// start-up, and keeps serve for running.
+func (r *Receivers) listen(name, addr string, serve func(net.Listener) error) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		r.closeListeners()
 		return fmt.Errorf("receivers.%s: listen on %s: %w", name, addr, err)
 	}
-	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	r.listeners = append(r.listeners, l)
-	r.httpServers = append(r.httpServers, s)
 	r.addrs[name] = l.Addr().String()
 	r.serves = append(r.serves, func() error {
-		if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(l); err != nil {
 			return fmt.Errorf("receivers.%s on %s: %w", name, addr, err)
 		}
 		return nil
