@@ -34,6 +34,8 @@ import (
 // Kubernetes labels, and shows in /api/v0/web/targets with its owner and
 // health; a ServiceMonitor (through its CRD) scrapes the same app under its
 // own job; a Kubernetes Event becomes a log line in the Loki buffer.
+// Telemetry the pod sends to the receivers (a span, OTLP metrics and logs)
+// arrives at its backend with the pod's Kubernetes attributes.
 func TestDiscoveryOnARealAPIServer(t *testing.T) {
 	cluster := kubetest.Start(t)
 	client, restCfg := kubeClient(t, cluster.Kubeconfig)
@@ -76,6 +78,8 @@ func TestDiscoveryOnARealAPIServer(t *testing.T) {
 	vl := startVictoriaLogs(t)
 	cfg.ExternalServices.Loki.Host = "http://" + vl.addr
 	cfg.ExternalServices.Loki.WriteEndpoint = "/insert/loki/api/v1/push"
+	ts := startTraceServer(t)
+	tracesConfig(t, cfg, ts.addr)
 	t.Setenv("KUBECONFIG", cluster.Kubeconfig)
 	t.Setenv("NODE_NAME", "node-a")
 	t.Setenv("POD_NAMESPACE", "monitoring")
@@ -129,6 +133,8 @@ func TestDiscoveryOnARealAPIServer(t *testing.T) {
 		}
 		return event && lines == 2, fmt.Sprintf("event %v, pod lines %d of 2: %+v", event, lines, got)
 	})
+
+	assertIngestGateway(t, cfg, ts, p, vl, string(created.UID))
 
 	var st discovery.Status
 	waitFor(t, 20*time.Second, "the target up in /api/v0/web/targets", func() (bool, string) {
