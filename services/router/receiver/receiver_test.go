@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcgzip "google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/status"
 
 	"github.com/watershed-dev/watershed/platform/bus"
@@ -218,9 +219,9 @@ func TestEveryProtocolReachesTheBus(t *testing.T) {
 				t.Fatalf("status %d (%s): %s", code, hdr.Get("Content-Type"), msg)
 			}
 		}},
-		{"otlp_grpc", func(t *testing.T, span string) {
+		{"otlp_grpc_gzip", func(t *testing.T, span string) {
 			c := ptraceotlp.NewGRPCClient(grpcConn(t, h.r.Addr("grpc")))
-			if _, err := c.Export(ctx, ptraceotlp.NewExportRequestFromTraces(oneSpan("svc", span))); err != nil {
+			if _, err := c.Export(ctx, ptraceotlp.NewExportRequestFromTraces(oneSpan("svc", span)), grpc.UseCompressor(grpcgzip.Name)); err != nil {
 				t.Fatal(err)
 			}
 		}},
