@@ -3,6 +3,8 @@ package deploy_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -15,8 +17,8 @@ import (
 func natsOptions(t *testing.T, r *rendered) *natsserver.Options {
 	t.Helper()
 	t.Setenv("POD_NAME", "nats-0")
-	for _, u := range []string{"NODE_COLLECTOR", "DISCOVERY", "ROUTER", "WRITER_MIMIR", "WRITER_LOKI"} {
-		t.Setenv(u+"_PASSWORD", "x")
+	for _, u := range watershedComponents {
+		t.Setenv(strings.ToUpper(strings.ReplaceAll(u, "-", "_"))+"_PASSWORD", "x")
 	}
 	for _, o := range r.all("ConfigMap") {
 		cm := o.(*corev1.ConfigMap)
@@ -50,7 +52,9 @@ func TestNATSStoreFitsStreams(t *testing.T) {
 			if !opts.JetStream {
 				t.Fatal("JetStream is off")
 			}
-			streams := int64(cfg.NATS.RawStream.MaxBytes) + int64(cfg.ExternalServices.Prometheus.Buffer.MaxBytes) + int64(cfg.ExternalServices.Loki.Buffer.MaxBytes)
+			// writer-tempo creates WS_DEST_TEMPO whether or not traces are on.
+			es := cfg.ExternalServices
+			streams := int64(cfg.NATS.RawStream.MaxBytes) + int64(es.Prometheus.Buffer.MaxBytes) + int64(es.Loki.Buffer.MaxBytes) + int64(es.Tempo.Buffer.MaxBytes)
 			if streams > opts.JetStreamMaxStore {
 				t.Errorf("streams may hold %d bytes, max_file_store is %d", streams, opts.JetStreamMaxStore)
 			}
@@ -81,6 +85,78 @@ func TestNATSStoreFitsStreams(t *testing.T) {
 				if u.Permissions == nil || u.Permissions.Publish == nil || len(u.Permissions.Publish.Allow) == 0 {
 					t.Errorf("user %s has no publish allow list", u.Username)
 				}
+			}
+		})
+	}
+}
+
+// streamOwners are the streams whose consumers a user creates, and may
+// delete to rewind them.
+var streamOwners = map[string]string{
+	"WS_RAW":             "router",
+	"WS_DEST_PROMETHEUS": "writer-mimir",
+	"WS_DEST_LOKI":       "writer-loki",
+	"WS_DEST_TEMPO":      "writer-tempo",
+}
+
+// Every component has its NATS user; none may delete or purge a stream, or
+// delete another's consumers; a writer acks only its own stream; the
+// router's receivers publish every signal into the raw stream; the users
+// that watch a KV bucket answer its flow control.
+func TestNATSPermissions(t *testing.T) {
+	for name, r := range overlays(t) {
+		t.Run(name, func(t *testing.T) {
+			opts := natsOptions(t, r)
+			var users []string
+			for _, u := range opts.Users {
+				users = append(users, u.Username)
+				if u.Permissions == nil || u.Permissions.Publish == nil {
+					t.Errorf("user %s has no publish permissions", u.Username)
+					continue
+				}
+				allow, deny := u.Permissions.Publish.Allow, u.Permissions.Publish.Deny
+				for _, d := range []string{"$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>", "$JS.API.ACCOUNT.PURGE.>"} {
+					if !slices.Contains(deny, d) {
+						t.Errorf("user %s is not denied %s", u.Username, d)
+					}
+				}
+				var acks []string
+				for stream, owner := range streamOwners {
+					if owner == u.Username {
+						acks = append(acks, "$JS.ACK."+stream+".>")
+						continue
+					}
+					if d := "$JS.API.CONSUMER.DELETE." + stream + ".>"; !slices.Contains(deny, d) {
+						t.Errorf("user %s may delete %s's consumers: %s is not denied", u.Username, owner, d)
+					}
+				}
+				var gotAcks []string
+				for _, a := range allow {
+					if strings.HasPrefix(a, "$JS.ACK.") {
+						gotAcks = append(gotAcks, a)
+					}
+				}
+				if !slices.Equal(gotAcks, acks) {
+					t.Errorf("user %s may ack %v, want %v", u.Username, gotAcks, acks)
+				}
+				switch u.Username {
+				case "router":
+					for _, s := range []string{"ws.raw.traces.>", "ws.raw.metrics.>", "ws.raw.logs.>", "ws.dest.>"} {
+						if !slices.Contains(allow, s) {
+							t.Errorf("router may not publish %s", s)
+						}
+					}
+					fallthrough
+				case "node-collector", "discovery":
+					if !slices.Contains(allow, "$JS.FC.>") {
+						t.Errorf("user %s watches a KV bucket but may not answer its flow control ($JS.FC.>)", u.Username)
+					}
+				}
+			}
+			slices.Sort(users)
+			want := slices.Sorted(slices.Values(watershedComponents))
+			if !slices.Equal(users, want) {
+				t.Errorf("NATS users %v, want one per component %v", users, want)
 			}
 		})
 	}

@@ -1,8 +1,10 @@
 package deploy_test
 
 import (
+	"net"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -10,12 +12,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/watershed-dev/watershed/platform/config"
 )
 
 // watershedComponents are the workloads built from this repository.
-var watershedComponents = []string{"node-collector", "discovery", "router", "writer-mimir", "writer-loki"}
+var watershedComponents = []string{"node-collector", "discovery", "router", "writer-mimir", "writer-loki", "writer-tempo"}
 
 // podSpecs are every pod template of a rendering, by workload name.
 func podSpecs(r *rendered) map[string]*corev1.PodSpec {
@@ -172,7 +177,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 					bound[s.Name] = true
 				}
 			}
-			for _, sa := range []string{"router", "writer-mimir", "writer-loki", "nats"} {
+			for _, sa := range []string{"router", "writer-mimir", "writer-loki", "writer-tempo", "nats"} {
 				if bound[sa] {
 					t.Errorf("%s is bound to a role; it needs none", sa)
 				}
@@ -183,7 +188,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 				}
 			}
 			specs := podSpecs(r)
-			for _, name := range []string{"router", "writer-mimir", "writer-loki", "nats"} {
+			for _, name := range []string{"router", "writer-mimir", "writer-loki", "writer-tempo", "nats"} {
 				if s := specs[name]; s != nil && (s.AutomountServiceAccountToken == nil || *s.AutomountServiceAccountToken) {
 					t.Errorf("%s mounts a service-account token it has no use for", name)
 				}
@@ -218,8 +223,19 @@ func TestConfigAndWorkloadsAgree(t *testing.T) {
 	for name, r := range overlays(t) {
 		t.Run(name, func(t *testing.T) {
 			cfg := configOf(t, r)
-			if name != "dev" && cfg.NATS.RawStream.Replicas != 3 {
-				t.Errorf("production streams have %d replicas, want 3", cfg.NATS.RawStream.Replicas)
+			if name != "dev" {
+				es := cfg.ExternalServices
+				for stream, replicas := range map[string]int{
+					"nats.rawStream": cfg.NATS.RawStream.Replicas, "externalServices.prometheus.buffer": es.Prometheus.Buffer.Replicas,
+					"externalServices.loki.buffer": es.Loki.Buffer.Replicas, "externalServices.tempo.buffer": es.Tempo.Buffer.Replicas,
+				} {
+					if replicas != 3 {
+						t.Errorf("production %s has %d replicas, want 3", stream, replicas)
+					}
+				}
+			}
+			if !cfg.Traces.Enabled {
+				t.Error("traces.enabled is off: writer-tempo would have nothing to deliver")
 			}
 			specs := podSpecs(r)
 			ds := specs["node-collector"]
@@ -249,8 +265,8 @@ func TestConfigAndWorkloadsAgree(t *testing.T) {
 					t.Errorf("%s does not read the mounted configuration", comp)
 				}
 			}
-			checkRouterService(t, r)
-			checkNetworkPolicies(t, r)
+			checkRouterService(t, r, cfg)
+			checkNetworkPolicies(t, r, cfg)
 		})
 	}
 }
@@ -264,30 +280,102 @@ func hasNodeName(env []corev1.EnvVar) bool {
 	return false
 }
 
-// routerPorts are the receivers the router serves (OTLP gRPC and HTTP,
-// Zipkin, Jaeger HTTP and gRPC) and its HTTP port.
-var routerPorts = []int32{4317, 4318, 9411, 14268, 14250, 12345}
+// routerReceiver is a receiver the router Service carries: its key under
+// receivers and its configuration.
+type routerReceiver struct {
+	key  string
+	port config.ReceiverPort
+}
 
-func checkRouterService(t *testing.T, r *rendered) {
+// routerReceivers are the receivers of the configuration by the name of
+// the router Service's port that carries each.
+func routerReceivers(cfg *config.Config) map[string]routerReceiver {
+	rc := cfg.Receivers
+	return map[string]routerReceiver{
+		"otlp-grpc":   {"grpc", rc.GRPC},
+		"otlp-http":   {"http", rc.HTTP},
+		"zipkin":      {"zipkin", rc.Zipkin},
+		"jaeger-grpc": {"jaeger.grpc", rc.Jaeger.GRPC},
+		"jaeger-http": {"jaeger.thriftHttp", rc.Jaeger.ThriftHTTP},
+	}
+}
+
+// checkRouterService compares the router Service, and the container ports
+// it targets, with the receivers of the ConfigMap's configuration: every
+// receiver is on, listens on every address, and is reachable on its port.
+func checkRouterService(t *testing.T, r *rendered, cfg *config.Config) {
 	t.Helper()
+	if cfg.Receivers.ListenHost != "0.0.0.0" {
+		t.Errorf("receivers.listenHost is %q, want 0.0.0.0: the router Service cannot reach another address", cfg.Receivers.ListenHost)
+	}
+	_, p, err := net.SplitHostPort(cfg.Server.HTTPListenAddress)
+	if err != nil {
+		t.Fatalf("server.httpListenAddress: %v", err)
+	}
+	httpPort, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatalf("server.httpListenAddress: %v", err)
+	}
+	want := routerReceivers(cfg)
+	containerPorts := map[string]int32{}
+	if spec := podSpecs(r)["router"]; spec != nil {
+		for _, cp := range spec.Containers[0].Ports {
+			containerPorts[cp.Name] = cp.ContainerPort
+		}
+	}
 	for _, o := range r.all("Service") {
 		s := o.(*corev1.Service)
 		if s.Name != "router" {
 			continue
 		}
-		var got []int32
-		for _, p := range s.Spec.Ports {
-			got = append(got, p.Port)
+		seen := map[string]bool{}
+		for _, sp := range s.Spec.Ports {
+			seen[sp.Name] = true
+			var wantPort int
+			if rcv, ok := want[sp.Name]; ok {
+				if !rcv.port.Enabled {
+					t.Errorf("router Service port %s: receivers.%s is not enabled", sp.Name, rcv.key)
+				}
+				wantPort = rcv.port.Port
+			} else if sp.Name == "http-metrics" {
+				wantPort = httpPort
+			} else {
+				t.Errorf("router Service port %s (%d) carries no receiver", sp.Name, sp.Port)
+				continue
+			}
+			if int(sp.Port) != wantPort {
+				t.Errorf("router Service port %s is %d, the configuration says %d", sp.Name, sp.Port, wantPort)
+			}
+			target := sp.TargetPort.IntVal
+			if sp.TargetPort.Type == intstr.String {
+				target = containerPorts[sp.TargetPort.StrVal]
+			}
+			if int(target) != wantPort {
+				t.Errorf("router Service port %s goes to container port %d, the router listens on %d", sp.Name, target, wantPort)
+			}
 		}
-		if !slices.Equal(got, routerPorts) {
-			t.Errorf("router Service ports %v, want %v", got, routerPorts)
+		for name, rcv := range want {
+			if !seen[name] {
+				t.Errorf("router Service has no port %s for receivers.%s (%d)", name, rcv.key, rcv.port.Port)
+			}
 		}
 		return
 	}
 	t.Error("no router Service")
 }
 
-func checkNetworkPolicies(t *testing.T, r *rendered) {
+// selects reports whether a policy's pod selector takes the pods of a
+// component.
+func selects(t *testing.T, sel *metav1.LabelSelector, component string) bool {
+	t.Helper()
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Matches(labels.Set{"app.kubernetes.io/name": component})
+}
+
+func checkNetworkPolicies(t *testing.T, r *rendered, cfg *config.Config) {
 	t.Helper()
 	policies := map[string]*networkingv1.NetworkPolicy{}
 	for _, o := range r.all("NetworkPolicy") {
@@ -308,9 +396,33 @@ func checkNetworkPolicies(t *testing.T, r *rendered) {
 			open = append(open, p.Port.IntVal)
 		}
 	}
-	for _, p := range []int32{4317, 4318} {
-		if !slices.Contains(open, p) {
-			t.Errorf("router-ingest does not let OTLP in on %d", p)
+	for _, rcv := range routerReceivers(cfg) {
+		if rcv.port.Enabled && !slices.Contains(open, int32(rcv.port.Port)) {
+			t.Errorf("router-ingest does not let receivers.%s in on %d", rcv.key, rcv.port.Port)
+		}
+	}
+	// Every component reaches NATS; writers also reach their backends.
+	services, egress, natsPolicy := policies["watershed-services"], policies["watershed-egress"], policies["nats"]
+	if services == nil || egress == nil || natsPolicy == nil {
+		t.Fatal("no watershed-services, watershed-egress or nats policy")
+	}
+	var natsClients []networkingv1.NetworkPolicyPeer
+	for _, rule := range natsPolicy.Spec.Ingress {
+		if slices.ContainsFunc(rule.Ports, func(p networkingv1.NetworkPolicyPort) bool { return p.Port != nil && p.Port.IntVal == 4222 }) {
+			natsClients = append(natsClients, rule.From...)
+		}
+	}
+	for _, comp := range watershedComponents {
+		if !selects(t, &services.Spec.PodSelector, comp) {
+			t.Errorf("watershed-services does not take %s (egress to NATS, scrapes)", comp)
+		}
+		if !slices.ContainsFunc(natsClients, func(p networkingv1.NetworkPolicyPeer) bool {
+			return p.PodSelector != nil && p.NamespaceSelector == nil && selects(t, p.PodSelector, comp)
+		}) {
+			t.Errorf("the nats policy does not let %s in on 4222", comp)
+		}
+		if strings.HasPrefix(comp, "writer-") && !selects(t, &egress.Spec.PodSelector, comp) {
+			t.Errorf("watershed-egress does not let %s reach its backend", comp)
 		}
 	}
 }
