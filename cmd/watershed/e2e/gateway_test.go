@@ -14,6 +14,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 
 	"github.com/watershed-dev/watershed/platform/config"
@@ -100,6 +102,21 @@ func otlpLog(line string) []byte {
 	r.Body().SetStr(line)
 	r.SetSeverityText("INFO")
 	b, _ := plogotlp.NewExportRequestFromLogs(ld).MarshalProto()
+	return b
+}
+
+func otlpSpans(name string) []byte {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	orderResource(rs.Resource())
+	span := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	span.SetName(name)
+	span.SetTraceID(pcommon.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
+	span.SetSpanID(pcommon.SpanID{8, 7, 6, 5, 4, 3, 2, 1})
+	now := time.Now()
+	span.SetStartTimestamp(pcommon.NewTimestampFromTime(now))
+	span.SetEndTimestamp(pcommon.NewTimestampFromTime(now.Add(time.Millisecond)))
+	b, _ := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
 	return b
 }
 

@@ -21,7 +21,7 @@ import (
 )
 
 // natsUsers are the users of deploy/base/watershed-nats.conf.
-var natsUsers = []string{"node-collector", "discovery", "router", "writer-mimir", "writer-loki"}
+var natsUsers = []string{"node-collector", "discovery", "router", "writer-mimir", "writer-loki", "writer-tempo"}
 
 // startDeployedNATS runs a NATS server with the deployment's own
 // configuration (users and permissions), on a random port.
@@ -91,8 +91,17 @@ func TestDeployedNATSPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	procs := map[string]*allInOne{}
-	for _, user := range []string{"router", "writer-mimir", "writer-loki", "discovery", "node-collector"} {
+	ts := startTraceServer(t)
+	var routerCfg *config.Config
+	for _, user := range []string{"router", "writer-mimir", "writer-loki", "writer-tempo", "discovery", "node-collector"} {
 		cfg := baseConfig(t, t.TempDir(), p.url())
+		// The router's receivers publish spans, OTLP metrics and logs to
+		// WS_RAW; writer-tempo acks on WS_DEST_TEMPO.
+		tracesConfig(t, cfg, ts.addr)
+		cfg.ExternalServices.Tempo.Buffer.MaxBytes = 256 << 20
+		if user == "router" {
+			routerCfg = cfg
+		}
 		cfg.NATS.URL = url
 		// Within the deployment's max_file_store, as its watershed.yaml is.
 		cfg.NATS.RawStream.MaxBytes = 256 << 20
@@ -127,6 +136,14 @@ func TestDeployedNATSPermissions(t *testing.T) {
 			}
 		}
 		return len(got) == 101 && event == 1, fmt.Sprintf("%d of 100 lines and the event (%d)", len(got)-event, event)
+	})
+
+	// The router's receivers may publish to the raw stream, writer-tempo
+	// may export and ack.
+	postOTLP(t, "http://"+routerCfg.Receivers.Address(routerCfg.Receivers.HTTP)+"/v1/traces", otlpSpans("auth-span"))
+	waitFor(t, 30*time.Second, "the span at the trace server", func() (bool, string) {
+		n := len(ts.named("auth-span"))
+		return n == 1, fmt.Sprintf("%d spans", n)
 	})
 
 	// Every ack went through: the work queue is empty and no consumer
