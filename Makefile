@@ -97,7 +97,7 @@ bench: tools tools-bench build
 	go run ./cmd/watershed/bench/e2e -duration=30s
 	go run ./cmd/watershed/bench/e2e -signal=logs -log-rate=10 -duration=30s
 	go run ./cmd/watershed/bench/e2e -signal=logs -log-rate=10 -duration=30s -collector-only
-	go run ./cmd/watershed/bench/e2e -signal=traces -span-rate=50000 -duration=30s
+	go run ./cmd/watershed/bench/e2e -signal=traces -span-rate=100000 -workers=16 -duration=30s
 
 # Container images, one per service (build/Dockerfile.<service>), tagged
 # as deploy/base/kustomization.yaml pins them. Needs docker.

@@ -47,6 +47,7 @@ type options struct {
 	spanRate     float64
 	workers      int
 	childSpans   int
+	batchSize    int
 }
 
 func main() {
@@ -66,6 +67,7 @@ func main() {
 	flag.Float64Var(&o.spanRate, "span-rate", 50000, "traces: spans/s offered, across all workers")
 	flag.IntVar(&o.workers, "workers", 4, "traces: telemetrygen workers")
 	flag.IntVar(&o.childSpans, "child-spans", 9, "traces: child spans per trace")
+	flag.IntVar(&o.batchSize, "batch-size", 512, "traces: spans per export request (512 is the OpenTelemetry SDKs' default batch)")
 	flag.Parse()
 	runSignal := run
 	switch o.signal {

@@ -13,6 +13,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/encoding/gzip" // writer-tempo gzips its exports
 )
 
 // spanCounter is an OTLP gRPC trace server that counts spans.
@@ -65,15 +66,15 @@ traces: {enabled: true}
 receivers: {grpc: {port: %s}, http: {enabled: false}, zipkin: {enabled: false}}
 `, httpAddr, filepath.Join(dir, "nats"), l.Addr(), otlpPort)
 
-	// Each trace is a parent and o.childSpans children.
-	perTrace := 1 + o.childSpans
-	perWorker := o.spanRate / float64(o.workers*perTrace)
+	// telemetrygen's --rate is spans per second per worker; each trace is
+	// a parent and o.childSpans children.
+	perWorker := o.spanRate / float64(o.workers)
 	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration+10*time.Second)
 	defer cancel()
 	load := exec.CommandContext(ctx, o.telemetrygen, "traces",
 		"--otlp-endpoint", otlpAddr, "--otlp-insecure",
 		"--workers", strconv.Itoa(o.workers), "--rate", strconv.FormatFloat(perWorker, 'f', 2, 64),
-		"--child-spans", strconv.Itoa(o.childSpans), "--duration", (o.warmup + o.duration + 5*time.Second).String(),
+		"--child-spans", strconv.Itoa(o.childSpans), "--batch-size", strconv.Itoa(o.batchSize), "--duration", (o.warmup + o.duration + 5*time.Second).String(),
 		"--service", "bench")
 	loadLog, err := os.Create(filepath.Join(dir, "telemetrygen.log"))
 	if err != nil {
@@ -93,8 +94,8 @@ receivers: {grpc: {port: %s}, http: {enabled: false}, zipkin: {enabled: false}}
 	if err != nil {
 		return err
 	}
-	fmt.Printf("traces end to end: telemetrygen, %d workers, %.0f spans/s offered (%d child spans per trace), OTLP gRPC into the all-in-one, writer-tempo to a counting OTLP server; %s measured after %s warm-up\n",
-		o.workers, o.spanRate, o.childSpans, o.duration, o.warmup)
+	fmt.Printf("traces end to end: telemetrygen, %d workers, %.0f spans/s offered (%d child spans per trace, %d spans per request), OTLP gRPC into the all-in-one, writer-tempo to a counting OTLP server; %s measured after %s warm-up\n",
+		o.workers, o.spanRate, o.childSpans, o.batchSize, o.duration, o.warmup)
 	fmt.Printf("| spans delivered/s | CPU-s per 1M spans | cores used | spans/s per core | peak RSS |\n")
 	fmt.Printf("| --- | --- | --- | --- | --- |\n")
 	rate := m.delivered / m.elapsed.Seconds()
