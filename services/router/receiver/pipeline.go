@@ -170,7 +170,6 @@ func (p *Pipeline) publishTraces(ctx context.Context, g group, td ptrace.Traces)
 // publish compresses one payload and stores it on the raw stream.
 func (p *Pipeline) publish(ctx context.Context, signal, encoding string, g group, count int, raw []byte) error {
 	buf := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(buf)
 	if n := s2.MaxEncodedLen(len(raw)); cap(*buf) < n {
 		*buf = make([]byte, n)
 	}
@@ -187,8 +186,11 @@ func (p *Pipeline) publish(ctx context.Context, signal, encoding string, g group
 	msg.Header.Set(bus.HeaderTime, strconv.FormatInt(time.Now().UnixMilli(), 10))
 	msg.Header.Set(jetstream.MsgIDHeader, p.cfg.Source+"-"+p.bootID+"-r"+strconv.FormatUint(p.seq.Add(1), 10))
 	if _, err := p.pub.Publish(ctx, msg); err != nil {
+		// The client may still hold a failed publish: its buffer is not reused.
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	// Acked: nothing refers to the payload any more.
+	p.bufs.Put(buf)
 	return nil
 }
 
