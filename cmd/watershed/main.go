@@ -23,6 +23,9 @@ const usage = `usage: watershed <command> [flags]
 commands:
   run     run services in one process: -config.file=FILE [-target=all|node-collector,router,writer-mimir,writer-loki,writer-tempo,discovery]
   status  what the bus holds per stream and each collector's last heartbeat: -config.file=FILE
+  replay  send a time window of a destination's buffer again: -config.file=FILE --destination prometheus|loki|tempo
+          --from TIME --to TIME [--to-url URL] [--tenant T] [--rate ITEMS/S] [--dry-run] [--resume FILE]
+          (TIME is RFC 3339 or a duration ago such as 15m)
 `
 
 func main() {
@@ -35,6 +38,8 @@ func main() {
 		os.Exit(run(os.Args[2:]))
 	case "status":
 		os.Exit(showStatus(os.Args[2:]))
+	case "replay":
+		os.Exit(runReplay(os.Args[2:]))
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 	default:

@@ -62,6 +62,10 @@ type client struct {
 	http *http.Client
 }
 
+// NewHTTPSender is the default transport: it POSTs the snappy-compressed
+// request to cfg.URL with cfg.Protocol's headers and cfg's credentials.
+func NewHTTPSender(cfg Config) Sender { return newClient(cfg) }
+
 func newClient(cfg Config) *client {
 	return &client{cfg: cfg, http: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
 }

@@ -224,39 +224,25 @@ func (p *partitionWriter) flush(ctx context.Context) error {
 func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, items int) error {
 	w := p.w
 	q := w.cfg.Queue
-	bo := backoff.New(ctx, backoff.Config{MinBackoff: q.MinBackoff, MaxBackoff: q.MaxBackoff})
 	lastProgress := time.Now()
-	for {
-		start := time.Now()
-		res, err := w.sender.Send(ctx, p.tenant, &p.joiner)
-		w.metrics.requestDuration.Observe(time.Since(start).Seconds())
+	res, err := Deliver(ctx, w.sender, q, p.tenant, &p.joiner, func(a Attempt) {
+		w.metrics.requestDuration.Observe(a.Duration.Seconds())
 		var se *SendError
 		switch {
-		case err == nil:
+		case a.Err == nil:
 			w.metrics.requests.WithLabelValues("success").Inc()
-			w.metrics.itemsSent.Add(float64(items - res.Rejected))
-			w.metrics.bytesSent.Add(float64(res.Bytes))
-			if res.Rejected > 0 {
-				w.metrics.itemsRejected.WithLabelValues(res.RejectReason).Add(float64(res.Rejected))
-				w.logRejectOnce(&SendError{Class: Permanent, Reason: res.RejectReason, Err: errors.New(res.Message)})
+			return
+		case errors.As(a.Err, &se):
+			w.metrics.requests.WithLabelValues(se.Class.String()).Inc()
+			if se.Class != Permanent {
+				w.metrics.retries.WithLabelValues(se.Class.String(), se.Reason).Inc()
 			}
-			p.ackAll(msgs)
-			return nil
-		case errors.As(err, &se) && se.Class == Permanent:
-			w.metrics.requests.WithLabelValues(se.Class.String()).Inc()
-			w.metrics.itemsRejected.WithLabelValues(se.Reason).Add(float64(items))
-			w.logRejectOnce(se)
-			p.ackAll(msgs)
-			return nil
-		case errors.As(err, &se):
-			w.metrics.requests.WithLabelValues(se.Class.String()).Inc()
-			w.metrics.retries.WithLabelValues(se.Class.String(), se.Reason).Inc()
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if se != nil && se.Class == Permanent {
+			return
 		}
-		if bo.NumRetries()%10 == 0 {
-			w.logger.Warn("write failed, retrying", "partition", p.partition, "items", items, "attempt", bo.NumRetries()+1, "err", err)
+		if a.Number%10 == 0 {
+			w.logger.Warn("write failed, retrying", "partition", p.partition, "items", items, "attempt", a.Number+1, "err", a.Err)
 		}
 		if time.Since(lastProgress) > q.AckWait/3 {
 			// Keep the bus from redelivering what this writer still holds.
@@ -265,8 +251,62 @@ func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, items 
 			}
 			lastProgress = time.Now()
 		}
+	})
+	var se *SendError
+	switch {
+	case err == nil:
+		w.metrics.itemsSent.Add(float64(items - res.Rejected))
+		w.metrics.bytesSent.Add(float64(res.Bytes))
+		if res.Rejected > 0 {
+			w.metrics.itemsRejected.WithLabelValues(res.RejectReason).Add(float64(res.Rejected))
+			w.logRejectOnce(&SendError{Class: Permanent, Reason: res.RejectReason, Err: errors.New(res.Message)})
+		}
+	case errors.As(err, &se):
+		w.metrics.itemsRejected.WithLabelValues(se.Reason).Add(float64(items))
+		w.logRejectOnce(se)
+	default:
+		return err // ctx ended: the messages stay unacked
+	}
+	p.ackAll(msgs)
+	return nil
+}
+
+// Attempt is one try of Deliver, for the caller's metrics and logs.
+type Attempt struct {
+	// Number counts from 0.
+	Number   int
+	Duration time.Duration
+	// Err is nil, or the *SendError of this try.
+	Err error
+}
+
+// Deliver sends one joined request until the backend takes it (the
+// Result), refuses it for good (a permanent *SendError), or ctx ends (its
+// error): retryable failures are sent again after the jittered backoff of
+// q, throttled ones after the backend's delay when that is longer. observe,
+// if not nil, sees every attempt. The live writers and `watershed replay`
+// both deliver through it.
+func Deliver(ctx context.Context, sender Sender, q Queue, tenant string, req *remotewrite.Joiner, observe func(Attempt)) (Result, error) {
+	bo := backoff.New(ctx, backoff.Config{MinBackoff: q.MinBackoff, MaxBackoff: q.MaxBackoff})
+	for {
+		start := time.Now()
+		res, err := sender.Send(ctx, tenant, req)
+		if observe != nil {
+			observe(Attempt{Number: bo.NumRetries(), Duration: time.Since(start), Err: err})
+		}
+		var se *SendError
+		switch {
+		case err == nil:
+			return res, nil
+		case errors.As(err, &se) && se.Class == Permanent:
+			return Result{}, se
+		}
+		if ctx.Err() != nil {
+			return Result{}, ctx.Err()
+		}
+		errors.As(err, &se)
 		if !waitRetry(ctx, bo, se) {
-			return ctx.Err()
+			return Result{}, ctx.Err()
 		}
 	}
 }

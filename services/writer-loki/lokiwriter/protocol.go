@@ -25,15 +25,23 @@ var Protocol = httpwriter.Protocol{
 
 // New makes the writer of the Loki destination.
 func New(nats config.NATSConfig, loki config.LokiConfig, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger) *httpwriter.Writer {
+	cfg := SenderConfig(loki)
+	cfg.NATS, cfg.Buffer, cfg.Batch = nats, loki.Buffer, 512
+	return httpwriter.New(cfg, b, reg, logger)
+}
+
+// SenderConfig is how requests to the Loki destination are shaped and
+// sent, for the writer and for `watershed replay`.
+func SenderConfig(loki config.LokiConfig) httpwriter.Config {
 	q := loki.Queue
-	return httpwriter.New(httpwriter.Config{
-		NATS: nats, Protocol: Protocol, URL: loki.URL(), BearerToken: loki.BearerToken.String(), BasicAuth: loki.BasicAuth,
+	return httpwriter.Config{
+		Protocol: Protocol, URL: loki.URL(), BearerToken: loki.BearerToken.String(), BasicAuth: loki.BasicAuth,
 		Queue: httpwriter.Queue{
 			MaxBytesPerSend: int(q.MaxBytesPerSend), BatchSendDeadline: q.BatchSendDeadline, RemoteTimeout: q.RemoteTimeout,
 			MinBackoff: q.MinBackoff, MaxBackoff: q.MaxBackoff, AckWait: q.AckWait,
 		},
-		Buffer: loki.Buffer, UserAgent: UserAgent, Batch: 512,
-	}, b, reg, logger)
+		UserAgent: UserAgent,
+	}
 }
 
 // NewFromEnv makes the writer of a process from the Watershed configuration.

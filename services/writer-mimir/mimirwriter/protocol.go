@@ -25,15 +25,23 @@ var Protocol = httpwriter.Protocol{
 
 // New makes the writer of the Prometheus destination.
 func New(nats config.NATSConfig, prom config.PrometheusConfig, userAgent string, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger) *httpwriter.Writer {
+	cfg := SenderConfig(prom, userAgent)
+	cfg.NATS, cfg.Buffer, cfg.Batch = nats, prom.Buffer, 512
+	return httpwriter.New(cfg, b, reg, logger)
+}
+
+// SenderConfig is how requests to the Prometheus destination are shaped
+// and sent, for the writer and for `watershed replay`.
+func SenderConfig(prom config.PrometheusConfig, userAgent string) httpwriter.Config {
 	q := prom.Queue
-	return httpwriter.New(httpwriter.Config{
-		NATS: nats, Protocol: Protocol, URL: prom.URL(), BearerToken: prom.BearerToken.String(), BasicAuth: prom.BasicAuth,
+	return httpwriter.Config{
+		Protocol: Protocol, URL: prom.URL(), BearerToken: prom.BearerToken.String(), BasicAuth: prom.BasicAuth,
 		Queue: httpwriter.Queue{
 			MaxItemsPerSend: q.MaxSamplesPerSend, BatchSendDeadline: q.BatchSendDeadline, RemoteTimeout: q.RemoteTimeout,
 			MinBackoff: q.MinBackoff, MaxBackoff: q.MaxBackoff, AckWait: q.AckWait,
 		},
-		Buffer: prom.Buffer, UserAgent: userAgent, Batch: 512,
-	}, b, reg, logger)
+		UserAgent: userAgent,
+	}
 }
 
 // rejectReason names why Mimir or Prometheus refused samples, from its

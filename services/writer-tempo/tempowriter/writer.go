@@ -22,37 +22,42 @@ type Config struct {
 	Batch config.BatchConfig
 }
 
+// NewSender is the OTLP exporter of the configured protocol.
+func NewSender(t config.TempoConfig) (httpwriter.Sender, error) {
+	if t.Protocol == config.TempoProtocolOTLPHTTP {
+		return newHTTPSender(t)
+	}
+	return newGRPCSender(t)
+}
+
 // New makes the writer of the Tempo destination.
 func New(cfg Config, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger) (*httpwriter.Writer, error) {
 	t := cfg.Tempo
-	var (
-		sender httpwriter.Sender
-		err    error
-	)
-	switch t.Protocol {
-	case config.TempoProtocolOTLPHTTP:
-		sender, err = newHTTPSender(t)
-	default:
-		sender, err = newGRPCSender(t)
-	}
+	sender, err := NewSender(t)
 	if err != nil {
 		return nil, fmt.Errorf("writer-tempo: %w", err)
-	}
-	q := t.Queue
-	maxItems := cfg.Batch.MaxSize
-	if maxItems == 0 {
-		maxItems = cfg.Batch.Size
 	}
 	return httpwriter.New(httpwriter.Config{
 		NATS:     cfg.NATS,
 		Protocol: httpwriter.Protocol{Destination: bus.DestinationTempo},
 		URL:      t.Host,
-		Queue: httpwriter.Queue{
-			MaxItemsPerSend: maxItems, BatchSendDeadline: cfg.Batch.Timeout, RemoteTimeout: q.RemoteTimeout,
-			MinBackoff: q.MinBackoff, MaxBackoff: q.MaxBackoff, AckWait: q.AckWait,
-		},
-		Buffer: t.Buffer, UserAgent: UserAgent, Batch: 512, Sender: sender,
+		Queue:    Queue(t, cfg.Batch),
+		Buffer:   t.Buffer, UserAgent: UserAgent, Batch: 512, Sender: sender,
 	}, b, reg, logger), nil
+}
+
+// Queue shapes exports: batches of receivers.processors.batch, the retries
+// of externalServices.tempo.queue.
+func Queue(t config.TempoConfig, batch config.BatchConfig) httpwriter.Queue {
+	q := t.Queue
+	maxItems := batch.MaxSize
+	if maxItems == 0 {
+		maxItems = batch.Size
+	}
+	return httpwriter.Queue{
+		MaxItemsPerSend: maxItems, BatchSendDeadline: batch.Timeout, RemoteTimeout: q.RemoteTimeout,
+		MinBackoff: q.MinBackoff, MaxBackoff: q.MaxBackoff, AckWait: q.AckWait,
+	}
 }
 
 // NewFromEnv makes the writer of a process from the Watershed configuration.
