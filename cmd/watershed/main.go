@@ -72,20 +72,13 @@ func run(args []string) int {
 // its state.
 func showStatus(args []string) int {
 	fs := flag.NewFlagSet("watershed status", flag.ContinueOnError)
-	cfg, err := config.FromFlags(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(os.Stderr, "watershed status: %v\n", err)
-		return 2
-	}
-	if cfg.NATS.URL == "" {
-		cfg.NATS.URL = "nats://" + cfg.NATS.ListenAddress
+	cfg, code := subcommandConfig(fs, args)
+	if cfg == nil {
+		return code
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := bus.Open(ctx, cfg.NATS, "watershed-status", slog.New(slog.DiscardHandler))
+	b, err := openBus(ctx, "watershed-status", cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "watershed status: %v\n", err)
 		return 1
@@ -100,4 +93,27 @@ func showStatus(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// subcommandConfig reads a subcommand's flags and configuration; a nil
+// configuration comes with the exit code (0 for -help).
+func subcommandConfig(fs *flag.FlagSet, args []string) (*config.Config, int) {
+	cfg, err := config.FromFlags(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, 0
+		}
+		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
+		return nil, 2
+	}
+	return cfg, 0
+}
+
+// openBus connects a subcommand to the bus of the configuration: nats.url,
+// or the all-in-one's embedded server on nats.listenAddress.
+func openBus(ctx context.Context, name string, cfg *config.Config) (*bus.Bus, error) {
+	if cfg.NATS.URL == "" {
+		cfg.NATS.URL = "nats://" + cfg.NATS.ListenAddress
+	}
+	return bus.Open(ctx, cfg.NATS, name, slog.New(slog.DiscardHandler))
 }

@@ -5,15 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/watershed-dev/watershed/cmd/watershed/replay"
-	"github.com/watershed-dev/watershed/platform/bus"
-	"github.com/watershed-dev/watershed/platform/config"
 )
 
 // runReplay is `watershed replay`: it connects to the bus of the
@@ -32,15 +29,12 @@ func runReplay(args []string) int {
 	fs.Float64Var(&o.Rate, "rate", 0, "Items per second at most; 0 is no limit.")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "Count what would be sent; send nothing.")
 	fs.StringVar(&o.ResumeFile, "resume", "", "File keeping the position of the last delivered request; a run with the same window continues after it.")
-	cfg, err := config.FromFlags(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(os.Stderr, "watershed replay: %v\n", err)
-		return 2
+	cfg, code := subcommandConfig(fs, args)
+	if cfg == nil {
+		return code
 	}
 	now := time.Now()
+	var err error
 	if o.From, err = replay.ParseTime(from, now); err == nil {
 		o.To, err = replay.ParseTime(to, now)
 	}
@@ -56,12 +50,9 @@ func runReplay(args []string) int {
 		fmt.Fprintf(os.Stderr, "watershed replay: %v\n", err)
 		return 2
 	}
-	if cfg.NATS.URL == "" {
-		cfg.NATS.URL = "nats://" + cfg.NATS.ListenAddress
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	b, err := bus.Open(ctx, cfg.NATS, "watershed-replay", slog.New(slog.DiscardHandler))
+	b, err := openBus(ctx, "watershed-replay", cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "watershed replay: %v\n", err)
 		return 1
