@@ -94,6 +94,8 @@ func (h *harness) readRaw(t *testing.T, n int) []rawMessage {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	var out []rawMessage
 	for seq := uint64(1); len(out) < n; {
 		m, err := stream.GetMsg(ctx, seq)
@@ -101,7 +103,7 @@ func (h *harness) readRaw(t *testing.T, n int) []rawMessage {
 			if time.Now().After(deadline) {
 				t.Fatalf("got %d of %d messages: %v", len(out), n, err)
 			}
-			time.Sleep(10 * time.Millisecond) // polling with a deadline
+			<-tick.C // poll until the deadline
 			continue
 		}
 		seq++
