@@ -117,7 +117,7 @@ func (c *ReceiversConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet
 	c.Processors.K8sAttributes.Metadata = slices.Clone(K8sAttributeNames)
 	f.Var(&c.Processors.K8sAttributes.Metadata, p+"k8sattributes.metadata", "Kubernetes attributes added to received telemetry, from the sender's pod (comma-separated).")
 	c.Limits.MaxRequestSize = 20 << 20
-	f.Var(&c.Limits.MaxRequestSize, prefix+"limits.maxRequestSize", "Largest request body as sent; a larger one is refused (HTTP 413, gRPC RESOURCE_EXHAUSTED).")
+	f.Var(&c.Limits.MaxRequestSize, prefix+"limits.maxRequestSize", "Largest HTTP request body as sent; a larger one is refused with 413. gRPC messages are bounded by maxDecompressedSize alone (RESOURCE_EXHAUSTED).")
 	c.Limits.MaxDecompressedSize = 64 << 20
 	f.Var(&c.Limits.MaxDecompressedSize, prefix+"limits.maxDecompressedSize", "Largest request body after decompression; a larger one is refused as invalid.")
 	f.IntVar(&c.Limits.MaxAttributes, prefix+"limits.maxAttributes", 128, "Most attributes on one resource, span, event, link, log record or data point; a request with more is refused as invalid.")
