@@ -1,10 +1,13 @@
 package bus
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Header names of a telemetry message. Routing reads only these, never the
@@ -24,6 +27,12 @@ const (
 	HeaderCount = "Ws-Count"
 	// HeaderTime is the collection time in Unix milliseconds.
 	HeaderTime = "Ws-Time"
+	// HeaderPartitionSeq numbers the messages of one destination
+	// partition, 1, 2, 3, ..., as the router stores them. JetStream drops
+	// the oldest messages of a full stream (dropOldest) and expired ones
+	// without a trace; a writer that sees a gap in these numbers counts
+	// what it lost that way.
+	HeaderPartitionSeq = "Ws-Partition-Seq"
 )
 
 // EncodingPRW1Snappy is a Prometheus remote-write 1.0 WriteRequest, snappy
@@ -38,6 +47,41 @@ const EncodingLokiPushSnappy = "loki-push+snappy"
 // block-compressed. Its resource spans are a repeated field at the top, so
 // payloads join by concatenation like the two above.
 const EncodingOTLPTracesSnappy = "otlp-traces+snappy"
+
+// PartitionSeq reads the partition sequence header; false when absent or
+// not a number.
+func PartitionSeq(h nats.Header) (uint64, bool) {
+	n, err := strconv.ParseUint(h.Get(HeaderPartitionSeq), 10, 64)
+	return n, err == nil && n > 0
+}
+
+// LastPartitionSeq is the partition sequence of the last message stored
+// on subject, 0 when there is none (or it has no number).
+func LastPartitionSeq(ctx context.Context, s jetstream.Stream, subject string) (uint64, error) {
+	m, err := s.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("last message of %s: %w", subject, err)
+	}
+	n, _ := PartitionSeq(m.Header)
+	return n, nil
+}
+
+// MsgPartitionSeq is the partition sequence of the message at stream
+// sequence seq, 0 when it is gone (or has no number).
+func MsgPartitionSeq(ctx context.Context, s jetstream.Stream, seq uint64) (uint64, error) {
+	m, err := s.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("message %d: %w", seq, err)
+	}
+	n, _ := PartitionSeq(m.Header)
+	return n, nil
+}
 
 // Count reads the item count header.
 func Count(h nats.Header) (int, error) {

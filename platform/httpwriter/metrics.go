@@ -12,6 +12,7 @@ type metrics struct {
 	bytesSent       prometheus.Counter
 	messagesAcked   prometheus.Counter
 	itemsRejected   *prometheus.CounterVec
+	messagesDropped *prometheus.CounterVec
 	requests        *prometheus.CounterVec
 	retries         *prometheus.CounterVec
 	requestDuration prometheus.Observer
@@ -37,6 +38,10 @@ func newMetrics(reg prometheus.Registerer, dest string) *metrics {
 		itemsRejected: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_writer_items_rejected_total", ConstLabels: cl,
 			Help: "Items refused for good (by the backend or as unreadable) and acked, by reason.",
+		}, []string{"reason"}),
+		messagesDropped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "watershed_writer_messages_dropped_total", ConstLabels: cl,
+			Help: "Messages the buffer removed before this writer delivered them, found by gaps in Ws-Partition-Seq: max_bytes (the stream was full and dropOldest made room) or max_age (older than the buffer's maxAge).",
 		}, []string{"reason"}),
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_writer_requests_total", ConstLabels: cl,

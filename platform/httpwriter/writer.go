@@ -125,6 +125,13 @@ func (w *Writer) starting(ctx context.Context) error {
 			return err
 		}
 		pw := &partitionWriter{w: w, partition: p}
+		// Numbering continues from the last message this consumer acked,
+		// so that what the buffer dropped while no writer ran is counted too.
+		if info, err := cons.Info(ctx); err == nil && info.AckFloor.Stream > 0 {
+			if pw.lastSeq, err = bus.MsgPartitionSeq(ctx, stream, info.AckFloor.Stream); err != nil {
+				return err
+			}
+		}
 		w.loops = append(w.loops, &bus.FetchLoop{
 			Consumer: cons,
 			Batch:    w.cfg.Batch,
@@ -156,12 +163,14 @@ type partitionWriter struct {
 	bytes     int // uncompressed
 	tenant    string
 	joiner    remotewrite.Joiner
+	lastSeq   uint64 // Ws-Partition-Seq of the last message taken, 0 unknown
 }
 
 // add takes the next message of the partition, sending what is pending
 // first when this message would not fit the same request.
 func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 	h := msg.Headers()
+	p.checkGap(msg)
 	count, err := bus.Count(h)
 	if err != nil {
 		p.reject(msg, 0, "bad_header", err)
@@ -190,6 +199,30 @@ func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 }
 
 func over(n, limit int) bool { return limit > 0 && n > limit }
+
+// checkGap counts the messages missing between the last one taken and
+// this one: the buffer removed them before they were delivered. Which
+// limit did it is judged by this message's age: one close to maxAge says
+// the missing older ones expired; else the stream was full.
+func (p *partitionWriter) checkGap(msg jetstream.Msg) {
+	seq, ok := bus.PartitionSeq(msg.Headers())
+	if !ok {
+		return
+	}
+	if p.lastSeq > 0 && seq > p.lastSeq+1 {
+		reason := "max_bytes"
+		if md, err := msg.Metadata(); err == nil && time.Since(md.Timestamp) > p.w.cfg.Buffer.MaxAge*9/10 {
+			reason = "max_age"
+		}
+		missing := seq - p.lastSeq - 1
+		p.w.metrics.messagesDropped.WithLabelValues(reason).Add(float64(missing))
+		p.w.logger.Warn("the buffer dropped messages before they were delivered", "partition", p.partition,
+			"messages", missing, "reason", reason, "after", p.lastSeq, "before", seq)
+	}
+	// A smaller number is a redelivery, or numbering that started again
+	// (a buffer emptied entirely): either way it is the new reference.
+	p.lastSeq = seq
+}
 func full(n, limit int) bool { return limit > 0 && n >= limit }
 
 // flush sends what is pending and acks it. It returns an error only when

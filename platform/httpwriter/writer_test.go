@@ -94,7 +94,7 @@ type rig struct {
 	ts      int64 // last sample timestamp published
 }
 
-func startWriter(t *testing.T, script []answer) *rig {
+func startWriter(t *testing.T, script []answer, options ...func(*Config)) *rig {
 	t.Helper()
 	be := &backend{script: script}
 	srv := httptest.NewServer(be)
@@ -102,7 +102,7 @@ func startWriter(t *testing.T, script []answer) *rig {
 	natsCfg := bustest.NATSConfig(t.TempDir())
 	b := bustest.Open(t, natsCfg)
 	reg := prometheus.NewRegistry()
-	w := New(Config{
+	cfg := Config{
 		NATS: natsCfg, URL: srv.URL + "/api/v1/push", UserAgent: "test-agent", Batch: 64,
 		Protocol: Protocol{
 			Destination: bus.DestinationPrometheus,
@@ -119,7 +119,11 @@ func startWriter(t *testing.T, script []answer) *rig {
 			MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, AckWait: 30 * time.Second,
 		},
 		Buffer: config.Default().ExternalServices.Prometheus.Buffer,
-	}, b, reg, slog.New(slog.DiscardHandler))
+	}
+	for _, o := range options {
+		o(&cfg)
+	}
+	w := New(cfg, b, reg, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	if err := w.StartAsync(ctx); err != nil {
 		t.Fatal(err)
@@ -154,6 +158,8 @@ func (r *rig) publishScrapes(t *testing.T, n, perMsg int) {
 		m.Header.Set(bus.HeaderCount, strconv.Itoa(perMsg))
 		m.Header.Set(bus.HeaderTenant, "team-a")
 		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprint("m", r.msgs))
+		// Numbered as the router numbers a partition's messages.
+		m.Header.Set(bus.HeaderPartitionSeq, strconv.Itoa(r.msgs))
 		if _, err := r.bus.JetStream().PublishMsg(ctx, m); err != nil {
 			t.Fatal(err)
 		}
@@ -264,5 +270,48 @@ func TestWriterRejectsCorruptPayloads(t *testing.T) {
 	r.waitAcked(t, 1)
 	if got := testutil.ToFloat64(r.w.metrics.itemsRejected.WithLabelValues("corrupt_payload")); got != 3 {
 		t.Errorf("rejected{corrupt_payload} = %v, want 3", got)
+	}
+}
+
+// TestWriterCountsWhatTheBufferDropped: while the backend refuses, a
+// small dropOldest buffer overflows; when the backend is back, every
+// message is either delivered or counted as dropped (max_bytes), none
+// disappears unaccounted.
+func TestWriterCountsWhatTheBufferDropped(t *testing.T) {
+	var script []answer
+	for range 1000 {
+		script = append(script, answer{status: 503, body: "down"})
+	}
+	r := startWriter(t, script, func(c *Config) {
+		c.Batch = 4
+		c.Buffer.MaxBytes = 32 << 10
+		c.Buffer.Discard = config.DiscardDropOldest
+	})
+	const messages, perMsg = 300, 40
+	r.publishScrapes(t, messages, perMsg)
+	r.backend.mu.Lock()
+	r.backend.script = nil // the backend is back
+	r.backend.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		accepted, _, _ := r.backend.snapshot()
+		delivered := len(accepted) / perMsg
+		dropped := int(testutil.ToFloat64(r.w.metrics.messagesDropped.WithLabelValues("max_bytes")))
+		if delivered+dropped == messages {
+			if dropped == 0 || delivered < 4 {
+				t.Fatalf("delivered %d, dropped %d: the test did not overflow the buffer", delivered, dropped)
+			}
+			t.Logf("%d messages delivered, %d dropped by the full buffer and counted", delivered, dropped)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %d + dropped %d != %d published", delivered, dropped, messages)
+		}
+		<-tick.C
+	}
+	if n := testutil.ToFloat64(r.w.metrics.messagesDropped.WithLabelValues("max_age")); n != 0 {
+		t.Errorf("%v counted as expired", n)
 	}
 }

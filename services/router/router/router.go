@@ -85,7 +85,8 @@ type Router struct {
 	metrics *metrics
 	logger  *slog.Logger
 	loop    *bus.FetchLoop
-	queues  []chan jetstream.Msg // one per partition
+	queues  []chan jetstream.Msg      // one per partition
+	seqs    map[string]*partitionSeqs // by destination
 }
 
 // New makes the router service.
@@ -111,10 +112,13 @@ func (r *Router) starting(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.seqs = map[string]*partitionSeqs{}
 	for _, d := range r.cfg.Routes {
-		if _, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig(d.Name, d.Buffer, r.cfg.NATS.DuplicateWindow)); err != nil {
+		stream, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig(d.Name, d.Buffer, r.cfg.NATS.DuplicateWindow))
+		if err != nil {
 			return err
 		}
+		r.seqs[d.Name] = newPartitionSeqs(stream, d.Name, r.cfg.NATS.Partitions)
 	}
 	// One consumer for the whole work queue: acked messages are gone from
 	// it, so rewinding it to its ack floor after a restart brings back
@@ -222,8 +226,24 @@ func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
 		if o.Count != count || len(outs) > 1 {
 			out.Header.Set(bus.HeaderCount, strconv.Itoa(o.Count))
 		}
-		if _, err := r.pub.Publish(ctx, out); err != nil {
+		seqs := r.seqs[dest.Name]
+		seq, err := seqs.next(ctx, partition)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// Unnumbered, the message is still delivered; only a gap
+			// around it would go uncounted.
+			r.logger.Warn("cannot number the message for its partition", "destination", dest.Name, "partition", partition, "err", err)
+		} else {
+			out.Header.Set(bus.HeaderPartitionSeq, strconv.FormatUint(seq, 10))
+		}
+		ack, err := r.pub.Publish(ctx, out)
+		if err != nil {
 			return err
+		}
+		if seq > 0 {
+			seqs.stored(partition, seq, ack.Duplicate)
 		}
 	}
 	if err := msg.Ack(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {

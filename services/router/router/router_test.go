@@ -121,6 +121,9 @@ func TestRouterMovesMessagesInOrderWithTenant(t *testing.T) {
 			t.Errorf("message %s tenant %q, want %q", m.Data, m.Header.Get(bus.HeaderTenant), wantTenant)
 		}
 		got = append(got, string(m.Data))
+		if n, _ := bus.PartitionSeq(m.Header); n != uint64(len(got)) {
+			t.Errorf("message %s numbered %d in its partition, want %d", m.Data, n, len(got))
+		}
 	}
 	if strings.Join(got, "") != "abcde" {
 		t.Errorf("destination holds %v, want a..e once each in order", got)
