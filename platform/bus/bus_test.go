@@ -186,7 +186,13 @@ func TestStateCollector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.EnsureConsumer(ctx, s, bus.ReaderConsumerConfig("router-p0", "ws.raw.*.0", 8, time.Minute)); err != nil {
+	cons, err := bus.EnsureConsumer(ctx, s, bus.ReaderConsumerConfig("router-p0", "ws.raw.*.0", 8, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another partition's message first: the consumer's oldest unacked
+	// message is the first of its own partition.
+	if _, err := b.JetStream().PublishMsg(ctx, rawMsg(bus.RawSubject("metrics", 1), "other")); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
@@ -202,13 +208,24 @@ func TestStateCollector(t *testing.T) {
 watershed_bus_consumer_pending_messages{consumer="router-p0",stream="WS_RAW"} 3
 # HELP watershed_bus_stream_messages Messages held in the stream.
 # TYPE watershed_bus_stream_messages gauge
-watershed_bus_stream_messages{stream="WS_RAW"} 3
+watershed_bus_stream_messages{stream="WS_RAW"} 4
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "watershed_bus_stream_messages", "watershed_bus_consumer_pending_messages"); err != nil {
 		t.Error(err)
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", err, problems)
+	}
+	first, err := s.GetMsg(ctx, 2) // the first message of partition 0
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bus.OldestUnackedAge(ctx, s, ci, first.Time.Add(time.Hour)); got != time.Hour {
+		t.Errorf("oldest unacked age %s an hour after the first message of the partition, want 1h", got)
 	}
 }
 

@@ -18,6 +18,7 @@ type StateCollector struct {
 
 	messages, bytes, limitBytes, firstSeqAge *prometheus.Desc
 	pending, ackPending, redelivered         *prometheus.Desc
+	oldestUnacked                            *prometheus.Desc
 	up                                       *prometheus.Desc
 }
 
@@ -34,13 +35,15 @@ func NewStateCollector(js jetstream.JetStream) *StateCollector {
 		pending:     prometheus.NewDesc("watershed_bus_consumer_pending_messages", "Messages the consumer has not been delivered yet.", sc, nil),
 		ackPending:  prometheus.NewDesc("watershed_bus_consumer_ack_pending_messages", "Messages delivered to the consumer and not yet acknowledged.", sc, nil),
 		redelivered: prometheus.NewDesc("watershed_bus_consumer_redelivered_messages", "Messages delivered more than once and still unacknowledged.", sc, nil),
-		up:          prometheus.NewDesc("watershed_bus_state_up", "1 when the last read of the bus state succeeded.", nil, nil),
+		oldestUnacked: prometheus.NewDesc("watershed_bus_consumer_oldest_unacked_age_seconds",
+			"Age of the oldest message the consumer has not acknowledged (delivered or not); 0 when it is caught up.", sc, nil),
+		up: prometheus.NewDesc("watershed_bus_state_up", "1 when the last read of the bus state succeeded.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *StateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.messages, c.bytes, c.limitBytes, c.firstSeqAge, c.pending, c.ackPending, c.redelivered, c.up} {
+	for _, d := range []*prometheus.Desc{c.messages, c.bytes, c.limitBytes, c.firstSeqAge, c.pending, c.ackPending, c.redelivered, c.oldestUnacked, c.up} {
 		ch <- d
 	}
 }
@@ -84,6 +87,29 @@ func (c *StateCollector) collectConsumers(ctx context.Context, ch chan<- prometh
 		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(ci.NumPending), stream, ci.Name)
 		ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(ci.NumAckPending), stream, ci.Name)
 		ch <- prometheus.MustNewConstMetric(c.redelivered, prometheus.GaugeValue, float64(ci.NumRedelivered), stream, ci.Name)
+		ch <- prometheus.MustNewConstMetric(c.oldestUnacked, prometheus.GaugeValue, OldestUnackedAge(ctx, s, ci, time.Now()).Seconds(), stream, ci.Name)
 	}
 	return consumers.Err() == nil
+}
+
+// OldestUnackedAge is how long the oldest message a consumer has not
+// acknowledged has been in the stream: the first message after its ack
+// floor on its filter. 0 when it is caught up, or the message is gone.
+func OldestUnackedAge(ctx context.Context, s jetstream.Stream, ci *jetstream.ConsumerInfo, now time.Time) time.Duration {
+	if ci.NumPending == 0 && ci.NumAckPending == 0 {
+		return 0
+	}
+	var opts []jetstream.GetMsgOpt
+	filter := ci.Config.FilterSubject
+	if filter == "" && len(ci.Config.FilterSubjects) == 1 {
+		filter = ci.Config.FilterSubjects[0]
+	}
+	if filter != "" {
+		opts = append(opts, jetstream.WithGetMsgSubject(filter))
+	}
+	m, err := s.GetMsg(ctx, ci.AckFloor.Stream+1, opts...)
+	if err != nil {
+		return 0
+	}
+	return max(now.Sub(m.Time), 0)
 }

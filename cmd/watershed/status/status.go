@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/proto/watershedv1"
 	"github.com/watershed-dev/watershed/services/node-collector/collector"
 )
@@ -29,6 +30,9 @@ type Stream struct {
 	AckPending   int    // delivered, not acknowledged
 	Redelivered  int
 	MaxPartition uint64 // the largest pending of one consumer
+	// OldestUnacked is the age of the oldest message a consumer has not
+	// acknowledged: how far behind delivery is.
+	OldestUnacked time.Duration
 }
 
 // Collector is one collector's last heartbeat.
@@ -119,6 +123,7 @@ func gatherStream(ctx context.Context, js jetstream.JetStream, name string, now 
 		st.AckPending += ci.NumAckPending
 		st.Redelivered += ci.NumRedelivered
 		st.MaxPartition = max(st.MaxPartition, ci.NumPending)
+		st.OldestUnacked = max(st.OldestUnacked, bus.OldestUnackedAge(ctx, s, ci, now))
 	}
 	if err := consumers.Err(); err != nil {
 		return Stream{}, fmt.Errorf("consumers of %s: %w", name, err)
@@ -129,14 +134,14 @@ func gatherStream(ctx context.Context, js jetstream.JetStream, name string, now 
 // Print writes the report as two tables.
 func Print(w io.Writer, r *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STREAM\tMESSAGES\tBYTES\tFULL\tOLDEST\tCONSUMERS\tNOT DELIVERED\tMOST BEHIND\tNOT ACKED\tREDELIVERED")
+	fmt.Fprintln(tw, "STREAM\tMESSAGES\tBYTES\tFULL\tOLDEST\tCONSUMERS\tNOT DELIVERED\tMOST BEHIND\tNOT ACKED\tOLDEST NOT ACKED\tREDELIVERED")
 	for _, s := range r.Streams {
 		full := "-"
 		if s.LimitBytes > 0 {
 			full = fmt.Sprintf("%.1f%%", 100*float64(s.Bytes)/float64(s.LimitBytes))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", s.Name, s.Messages, bytesString(s.Bytes), full,
-			age(s.OldestAge), s.Consumers, s.Pending, s.MaxPartition, s.AckPending, s.Redelivered)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%d\n", s.Name, s.Messages, bytesString(s.Bytes), full,
+			age(s.OldestAge), s.Consumers, s.Pending, s.MaxPartition, s.AckPending, age(s.OldestUnacked), s.Redelivered)
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "COLLECTOR\tLAST HEARTBEAT\tTARGETS\tDOWN\tSAMPLES SENT\tSAMPLES DROPPED\tASSIGNMENT EPOCH")

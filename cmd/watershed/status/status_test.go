@@ -53,7 +53,8 @@ func TestGatherAndPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r, err := Gather(ctx, js, time.Now())
+	// A minute from now, the oldest message nobody acknowledged is a minute old.
+	r, err := Gather(ctx, js, time.Now().Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +65,9 @@ func TestGatherAndPrint(t *testing.T) {
 	if s.Messages != 3 || s.Consumers != 1 || s.Pending != 2 || s.AckPending != 1 || s.LimitBytes <= 0 || s.OldestAge <= 0 {
 		t.Errorf("WS_RAW = %+v, want 3 messages, 1 consumer, 2 not delivered, 1 not acked", s)
 	}
+	if s.OldestUnacked < time.Minute || s.OldestUnacked > 2*time.Minute {
+		t.Errorf("oldest not acknowledged %s, want about a minute", s.OldestUnacked)
+	}
 	if len(r.Collectors) != 1 || r.Collectors[0] != (Collector{Name: "node-a", Age: r.Collectors[0].Age, Targets: 2, Down: 1, SamplesSent: 100, AssignmentEpoch: 7}) {
 		t.Errorf("collectors %+v", r.Collectors)
 	}
@@ -71,7 +75,7 @@ func TestGatherAndPrint(t *testing.T) {
 	if err := Print(&out, r); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"STREAM", "WS_RAW", "COLLECTOR", "node-a"} {
+	for _, want := range []string{"STREAM", "OLDEST NOT ACKED", "WS_RAW", "COLLECTOR", "node-a"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
