@@ -48,6 +48,8 @@ type options struct {
 	workers      int
 	childSpans   int
 	batchSize    int
+	// Catch-up: how long the backend is down.
+	outage time.Duration
 }
 
 func main() {
@@ -59,7 +61,7 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 10*time.Second, "time before measuring")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "measured time")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the watershed process over the measured time to this file")
-	flag.StringVar(&o.signal, "signal", "metrics", "metrics, logs or traces")
+	flag.StringVar(&o.signal, "signal", "metrics", "metrics, logs, traces, or catchup (metrics after a backend outage)")
 	flag.Float64Var(&o.logRate, "log-rate", 10, "logs: MiB/s written, across all files")
 	flag.IntVar(&o.logFiles, "log-files", 4, "logs: files written")
 	flag.BoolVar(&o.collectorOnly, "collector-only", false, "logs: run the node collector in its own process and measure it alone")
@@ -67,6 +69,7 @@ func main() {
 	flag.Float64Var(&o.spanRate, "span-rate", 50000, "traces: spans/s offered, across all workers")
 	flag.IntVar(&o.workers, "workers", 4, "traces: telemetrygen workers")
 	flag.IntVar(&o.childSpans, "child-spans", 9, "traces: child spans per trace")
+	flag.DurationVar(&o.outage, "outage", 5*time.Minute, "catchup: how long the remote-write receiver answers 503 before it comes back")
 	flag.IntVar(&o.batchSize, "batch-size", 512, "traces: spans per export request (512 is the OpenTelemetry SDKs' default batch)")
 	flag.Parse()
 	runSignal := run
@@ -75,6 +78,8 @@ func main() {
 		runSignal = runLogs
 	case "traces":
 		runSignal = runTraces
+	case "catchup":
+		runSignal = runCatchup
 	}
 	if err := runSignal(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -186,9 +191,16 @@ type receiver struct {
 	count    func(body []byte) (int, error)
 	items    atomic.Int64
 	rejected atomic.Int64
+	// down makes it answer 503, as a backend in an outage.
+	down atomic.Bool
 }
 
 func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if r.down.Load() {
+		_, _ = io.Copy(io.Discard, req.Body)
+		http.Error(w, "down for the benchmark", http.StatusServiceUnavailable)
+		return
+	}
 	body, err := io.ReadAll(req.Body)
 	if err == nil {
 		body, err = s2.Decode(nil, body)
