@@ -29,15 +29,11 @@ func runCatchup(o options) error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "watershed-bench-catchup-")
+	dir, httpAddr, cleanup, err := workspace("watershed-bench-catchup-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	httpAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	cfgFile := filepath.Join(dir, "bench.yaml")
 	if err := os.WriteFile(cfgFile, []byte(benchConfig(o, dir, httpAddr, targets, recvAddr)), 0o644); err != nil {
 		return err

@@ -81,15 +81,11 @@ func runLogs(o options) error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "watershed-bench-logs-")
+	dir, httpAddr, cleanup, err := workspace("watershed-bench-logs-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	httpAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	var files []string
 	for i := range o.logFiles {
 		files = append(files, filepath.Join(dir, "logs", fmt.Sprintf("app-%d.log", i)))

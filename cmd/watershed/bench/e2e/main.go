@@ -97,15 +97,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "watershed-bench-")
+	dir, httpAddr, cleanup, err := workspace("watershed-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	httpAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	var state string
 	m, err := measure(o, dir, httpAddr, benchConfig(o, dir, httpAddr, targets, recvAddr), recv.items.Load,
 		func() { state = pipelineState(httpAddr) })
@@ -268,6 +264,21 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// workspace is a run's temporary directory and a free address for the
+// watershed process's HTTP server; cleanup removes the directory.
+func workspace(prefix string) (dir, httpAddr string, cleanup func(), err error) {
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", "", nil, err
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	if httpAddr, err = freeAddr(); err != nil {
+		cleanup()
+		return "", "", nil, err
+	}
+	return dir, httpAddr, cleanup, nil
 }
 
 func freeAddr() (string, error) {

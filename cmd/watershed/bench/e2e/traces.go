@@ -40,15 +40,11 @@ func runTraces(o options) error {
 	ptraceotlp.RegisterGRPCServer(srv, counter)
 	go func() { _ = srv.Serve(l) }()
 	defer srv.Stop()
-	dir, err := os.MkdirTemp("", "watershed-bench-traces-")
+	dir, httpAddr, cleanup, err := workspace("watershed-bench-traces-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	httpAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	otlpAddr, err := freeAddr()
 	if err != nil {
 		return err
