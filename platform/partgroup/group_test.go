@@ -1,0 +1,276 @@
+package partgroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/watershed-dev/watershed/platform/bus/bustest"
+)
+
+const testLease = 1200 * time.Millisecond
+
+// holders records which member works on each partition and fails the
+// test when two do at once.
+type holders struct {
+	t       *testing.T
+	mu      sync.Mutex
+	by      map[int]string
+	started map[string]int // member -> works started
+}
+
+func newHolders(t *testing.T) *holders {
+	return &holders{t: t, by: map[int]string{}, started: map[string]int{}}
+}
+
+// work holds a partition until it is drained or cancelled, the way a
+// writer does between batches.
+func (h *holders) work(member string) Work {
+	return func(ctx context.Context, l *Lease) error {
+		h.mu.Lock()
+		if other := h.by[l.Partition]; other != "" {
+			h.t.Errorf("partition %d taken by %s while %s still works on it", l.Partition, member, other)
+		}
+		h.by[l.Partition] = member
+		h.started[member]++
+		h.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-l.Draining():
+		}
+		h.mu.Lock()
+		delete(h.by, l.Partition)
+		h.mu.Unlock()
+		return nil
+	}
+}
+
+// counts is how many partitions each member works on now.
+func (h *holders) counts() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := map[string]int{}
+	for _, m := range h.by {
+		c[m]++
+	}
+	return c
+}
+
+type testGroup struct {
+	*Group
+	conn *nats.Conn
+	reg  *prometheus.Registry
+	kv   *cuttableKV
+}
+
+// cuttableKV fails every write once cut, as a replica cut off from the
+// bus sees it, while reads and the watch go on.
+type cuttableKV struct {
+	jetstream.KeyValue
+	mu  sync.Mutex
+	cut bool
+}
+
+var errCut = errors.New("test: cut off from the bus")
+
+func (k *cuttableKV) isCut() bool { k.mu.Lock(); defer k.mu.Unlock(); return k.cut }
+func (k *cuttableKV) Cut()        { k.mu.Lock(); k.cut = true; k.mu.Unlock() }
+
+func (k *cuttableKV) Put(ctx context.Context, key string, v []byte) (uint64, error) {
+	if k.isCut() {
+		return 0, errCut
+	}
+	return k.KeyValue.Put(ctx, key, v)
+}
+
+func (k *cuttableKV) Create(ctx context.Context, key string, v []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	if k.isCut() {
+		return 0, errCut
+	}
+	return k.KeyValue.Create(ctx, key, v, opts...)
+}
+
+func (k *cuttableKV) Update(ctx context.Context, key string, v []byte, rev uint64) (uint64, error) {
+	if k.isCut() {
+		return 0, errCut
+	}
+	return k.KeyValue.Update(ctx, key, v, rev)
+}
+
+func (k *cuttableKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	if k.isCut() {
+		return errCut
+	}
+	return k.KeyValue.Delete(ctx, key, opts...)
+}
+
+func startMember(t *testing.T, url string, member string, partitions int, h *holders) *testGroup {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Name(member))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	kv, err := EnsureBucket(ctx, js, "TEST_GROUPS", testLease, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	ckv := &cuttableKV{KeyValue: kv}
+	g, err := New(Config{Group: "writer-test", Partitions: partitions, Member: member, Lease: testLease, DrainTimeout: 5 * time.Second},
+		ckv, h.work(member), reg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), g) })
+	return &testGroup{Group: g, conn: nc, reg: reg, kv: ckv}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+func balanced(h *holders, partitions int, members ...string) func() bool {
+	return func() bool {
+		c := h.counts()
+		total := 0
+		for _, m := range members {
+			if c[m] == 0 || c[m] > (partitions+len(members)-1)/len(members) {
+				return false
+			}
+			total += c[m]
+		}
+		return total == partitions && len(c) == len(members)
+	}
+}
+
+func TestGroupScalesOutAndIn(t *testing.T) {
+	const partitions = 16
+	b := bustest.Open(t, bustest.NATSConfig(t.TempDir()))
+	h := newHolders(t)
+
+	a := startMember(t, b.ClientURL(), "a", partitions, h)
+	waitFor(t, "one member holding every partition", 10*time.Second, balanced(h, partitions, "a"))
+
+	bm := startMember(t, b.ClientURL(), "b", partitions, h)
+	cm := startMember(t, b.ClientURL(), "c", partitions, h)
+	waitFor(t, "three members sharing the partitions", 10*time.Second, balanced(h, partitions, "a", "b", "c"))
+
+	for _, g := range []*testGroup{bm, cm} {
+		if err := services.StopAndAwaitTerminated(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A member that leaves deletes its claims and heartbeat, so the
+	// partitions move at once rather than after the lease.
+	waitFor(t, "the last member holding every partition again", testLease, balanced(h, partitions, "a"))
+
+	if err := testutil.GatherAndCompare(a.reg, strings.NewReader(fmt.Sprintf(`
+# HELP watershed_partition_group_partitions_owned Partitions this replica holds.
+# TYPE watershed_partition_group_partitions_owned gauge
+watershed_partition_group_partitions_owned{group="writer-test"} %d
+`, partitions)), "watershed_partition_group_partitions_owned"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.ToFloat64(a.metrics.released.WithLabelValues(reasonRebalance)); n == 0 {
+		t.Error("member a gave no partition up when b and c joined")
+	}
+	if n := testutil.ToFloat64(bm.metrics.released.WithLabelValues(reasonShutdown)); n == 0 {
+		t.Error("member b counted no partition given up at shutdown")
+	}
+	if problems, err := testutil.GatherAndLint(a.reg); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}
+
+// TestGroupFailsOver takes a member away without letting it leave. Its
+// partitions must reach the survivor within about a lease, and never be
+// worked on by both at once (the holders check).
+func TestGroupFailsOver(t *testing.T) {
+	tests := []struct {
+		name string
+		// fail takes member b away.
+		fail func(b *testGroup)
+		// lost: b itself must notice, stop its work and count the lost
+		// leases (it is alive but cannot renew).
+		lost bool
+	}{
+		{"process dies", func(b *testGroup) { b.conn.Close() }, false},
+		{"cut off from the bus", func(b *testGroup) { b.kv.Cut() }, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			const partitions = 8
+			b := bustest.Open(t, bustest.NATSConfig(t.TempDir()))
+			h := newHolders(t)
+			startMember(t, b.ClientURL(), "a", partitions, h)
+			failing := startMember(t, b.ClientURL(), "b", partitions, h)
+			waitFor(t, "two members sharing the partitions", 10*time.Second, balanced(h, partitions, "a", "b"))
+
+			start := time.Now()
+			tc.fail(failing)
+			waitFor(t, "the survivor holding every partition", 4*testLease, balanced(h, partitions, "a"))
+			t.Logf("failover took %s with a lease of %s", time.Since(start).Round(10*time.Millisecond), testLease)
+			if lost := testutil.ToFloat64(failing.metrics.released.WithLabelValues(reasonLeaseLost)); tc.lost && lost == 0 {
+				t.Error("the cut-off member did not count its lost leases")
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := Config{Group: "writer-prometheus", Partitions: 16, Member: "pod-1_x", Lease: 6 * time.Second, DrainTimeout: time.Second}
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"dot in group", func(c *Config) { c.Group = "a.b" }, "group"},
+		{"empty member", func(c *Config) { c.Member = "" }, "member"},
+		{"no partitions", func(c *Config) { c.Partitions = 0 }, "partitions"},
+		{"short lease", func(c *Config) { c.Lease = 100 * time.Millisecond }, "lease"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := good
+			tc.mutate(&c)
+			err := c.Validate()
+			if (err == nil) != (tc.want == "") || err != nil && !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate() = %v, want an error naming %q", err, tc.want)
+			}
+		})
+	}
+	if got := MemberName("writer-mimir-7d9f.node", "k3x"); got != "writer-mimir-7d9f_node-k3x" {
+		t.Errorf("MemberName = %q", got)
+	}
+}
