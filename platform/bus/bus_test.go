@@ -127,9 +127,9 @@ func TestFetchLoopResumesUnackedFirst(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 
 	// First reader: acks 1 and 2, holds 3 and 4 unacked, then goes away.
-	cons, err := bus.EnsureReaderConsumer(ctx, s, cc, logger)
-	if err != nil {
-		t.Fatal(err)
+	cons, inDoubt, err := bus.EnsureReaderConsumer(ctx, s, cc, logger)
+	if err != nil || inDoubt != 0 {
+		t.Fatalf("new consumer: in doubt up to %d, %v", inDoubt, err)
 	}
 	batch, err := cons.Fetch(4, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
@@ -149,9 +149,13 @@ func TestFetchLoopResumesUnackedFirst(t *testing.T) {
 	}
 
 	// Second reader, with an hour of ack wait: it must still start at 3.
-	cons, err = bus.EnsureReaderConsumer(ctx, s, cc, logger)
+	cons, inDoubt, err = bus.EnsureReaderConsumer(ctx, s, cc, logger)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// 3 and 4 were given to the first reader: the backend may hold them.
+	if inDoubt != 4 {
+		t.Errorf("in doubt up to stream sequence %d, want 4", inDoubt)
 	}
 	var got []string
 	loopCtx, stop := context.WithCancel(ctx)

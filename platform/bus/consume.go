@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/grafana/dskit/backoff"
@@ -30,37 +31,49 @@ func ReaderConsumerConfig(durable, filter string, maxAckPending int, ackWait tim
 // messages delivered but unacknowledged (it stopped or crashed mid-batch),
 // the consumer is recreated at its ack floor: those messages then come
 // first, in order, instead of after AckWait and behind newer ones, which a
-// backend would refuse as out of order.
-func EnsureReaderConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.ConsumerConfig, logger *slog.Logger) (jetstream.Consumer, error) {
-	c, err := s.Consumer(ctx, cc.Durable)
+// backend would refuse as out of order. inDoubt is then the last stream
+// sequence the previous reader had been given: up to it, the backend may
+// already hold what comes again. 0 when nothing is in doubt.
+func EnsureReaderConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.ConsumerConfig, logger *slog.Logger) (c jetstream.Consumer, inDoubt uint64, err error) {
+	c, err = s.Consumer(ctx, cc.Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return EnsureConsumer(ctx, s, cc)
+		c, err = EnsureConsumer(ctx, s, cc)
+		return c, 0, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", cc.Durable, err)
+		return nil, 0, fmt.Errorf("consumer %s: %w", cc.Durable, err)
 	}
 	info, err := c.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", cc.Durable, err)
+		return nil, 0, fmt.Errorf("consumer %s: %w", cc.Durable, err)
 	}
-	if info.NumAckPending == 0 {
+	samePriority := info.Config.PriorityPolicy == cc.PriorityPolicy && slices.Equal(info.Config.PriorityGroups, cc.PriorityGroups)
+	if info.NumAckPending == 0 && samePriority {
 		// Keep the start position it was created with; it cannot change.
 		cc.DeliverPolicy, cc.OptStartSeq = info.Config.DeliverPolicy, info.Config.OptStartSeq
-		return EnsureConsumer(ctx, s, cc)
+		c, err = EnsureConsumer(ctx, s, cc)
+		return c, 0, err
 	}
-	logger.Info("rewinding consumer to its ack floor so unacknowledged messages come first, in order",
-		"consumer", cc.Durable, "ackFloor", info.AckFloor.Stream, "unacked", info.NumAckPending)
+	// The priority settings of a consumer cannot be updated either: a
+	// consumer made before them is recreated at its ack floor too.
+	logger.Info("recreating consumer at its ack floor so unacknowledged messages come first, in order",
+		"consumer", cc.Durable, "ackFloor", info.AckFloor.Stream, "unacked", info.NumAckPending, "priorityChanged", !samePriority)
 	if err := s.DeleteConsumer(ctx, cc.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("rewind consumer %s: %w", cc.Durable, err)
+		return nil, 0, fmt.Errorf("rewind consumer %s: %w", cc.Durable, err)
 	}
 	cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 	cc.OptStartSeq = info.AckFloor.Stream + 1
-	return EnsureConsumer(ctx, s, cc)
+	if info.NumAckPending > 0 {
+		inDoubt = info.Delivered.Stream
+	}
+	c, err = EnsureConsumer(ctx, s, cc)
+	return c, inDoubt, err
 }
 
-// FetchLoop pulls batches from a consumer until ctx ends. handle is called
-// for each message as it arrives, in stream order; flush after each batch,
-// so a caller that accumulates can send what it holds. The caller acks.
+// FetchLoop pulls batches from a consumer until ctx ends or Stop closes.
+// handle is called for each message as it arrives, in stream order; flush
+// after each batch, so a caller that accumulates can send what it holds.
+// The caller acks.
 type FetchLoop struct {
 	Consumer jetstream.Consumer
 	Batch    int
@@ -68,13 +81,20 @@ type FetchLoop struct {
 	Handle   func(ctx context.Context, msg jetstream.Msg) error
 	Flush    func(ctx context.Context) error
 	Logger   *slog.Logger
+	// PriorityGroup is the consumer's priority group, if it has one.
+	PriorityGroup string
+	// Stop, if not nil, ends the loop gracefully after the pull in
+	// progress: its messages are handled and flushed. The pull is not
+	// abandoned, because the server would go on delivering to it until it
+	// expires, leaving messages unacknowledged behind the next reader's.
+	Stop <-chan struct{}
 }
 
 // Run runs the loop. A handler error stops the batch: its message and those
 // after it stay unacknowledged and come back in order.
 func (l *FetchLoop) Run(ctx context.Context) error {
 	bo := backoff.New(ctx, backoff.Config{MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second})
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !l.stopped() {
 		if err := l.runBatch(ctx); err != nil {
 			if ctx.Err() != nil {
 				break
@@ -88,10 +108,25 @@ func (l *FetchLoop) Run(ctx context.Context) error {
 	return nil
 }
 
+func (l *FetchLoop) stopped() bool {
+	select {
+	case <-l.Stop:
+		return true
+	default:
+		return false
+	}
+}
+
 func (l *FetchLoop) runBatch(ctx context.Context) error {
-	fctx, cancel := context.WithTimeout(ctx, l.MaxWait)
-	defer cancel()
-	batch, err := l.Consumer.Fetch(l.Batch, jetstream.FetchContext(fctx))
+	// The pull's expiry is the server's, not a context deadline: a
+	// client that gave up first would leave the server delivering into an
+	// inbox nobody reads, and those messages would come back only after
+	// AckWait, behind newer ones.
+	opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(l.MaxWait)}
+	if l.PriorityGroup != "" {
+		opts = append(opts, jetstream.FetchPriorityGroup(l.PriorityGroup))
+	}
+	batch, err := l.Consumer.Fetch(l.Batch, opts...)
 	if err != nil {
 		return err
 	}
@@ -116,8 +151,11 @@ func (l *FetchLoop) runBatch(ctx context.Context) error {
 	return nil
 }
 
-// isFetchEnd tells the ordinary ends of a pull request from failures.
+// isFetchEnd tells the ordinary ends of a pull request from failures. A
+// pin mismatch is one: this reader's pin expired while it was busy
+// sending (it pulled nothing for the pinned TTL), and the client library
+// has already dropped the old pin, so the next pull is pinned afresh.
 func isFetchEnd(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
-		errors.Is(err, jetstream.ErrNoMessages)
+		errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, jetstream.ErrPinIDMismatch)
 }

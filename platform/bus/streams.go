@@ -118,6 +118,10 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, name, description
 	})
 }
 
+// WriterGroupsBucket holds the writers' partition groups (package
+// partgroup): which replicas are alive and which holds each partition.
+const WriterGroupsBucket = "WS_WRITER_GROUPS"
+
 // PodMetadataBucket holds discovery's pod metadata (watershedv1.PodMetadata
 // under "pod.<uid>", watershedv1.NodePods under "node.<name>").
 const PodMetadataBucket = "WS_POD_METADATA"

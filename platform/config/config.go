@@ -123,15 +123,22 @@ func (c *ServerConfig) Validate() error {
 
 // NATSConfig is the bus: an embedded JetStream server or an external one.
 type NATSConfig struct {
-	URL             string         `yaml:"url"`
-	StoreDir        string         `yaml:"storeDir"`
-	ListenAddress   string         `yaml:"listenAddress"`
-	Partitions      int            `yaml:"partitions"`
-	MaxMessageBytes flagext.Bytes  `yaml:"maxMessageBytes"`
-	MaxPending      int            `yaml:"maxPending"`
-	RawStream       StreamConfig   `yaml:"rawStream"`
-	DuplicateWindow time.Duration  `yaml:"duplicateWindow"`
-	Credentials     NATSCredential `yaml:"credentials"`
+	URL             string            `yaml:"url"`
+	StoreDir        string            `yaml:"storeDir"`
+	ListenAddress   string            `yaml:"listenAddress"`
+	Partitions      int               `yaml:"partitions"`
+	MaxMessageBytes flagext.Bytes     `yaml:"maxMessageBytes"`
+	MaxPending      int               `yaml:"maxPending"`
+	RawStream       StreamConfig      `yaml:"rawStream"`
+	DuplicateWindow time.Duration     `yaml:"duplicateWindow"`
+	Credentials     NATSCredential    `yaml:"credentials"`
+	Writers         WriterGroupConfig `yaml:"writers"`
+}
+
+// WriterGroupConfig is how the replicas of a writer share its partitions.
+type WriterGroupConfig struct {
+	Lease        time.Duration `yaml:"lease"`
+	DrainTimeout time.Duration `yaml:"drainTimeout"`
 }
 
 // NATSCredential authenticates to an external NATS server.
@@ -153,6 +160,8 @@ func (c *NATSConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	f.DurationVar(&c.DuplicateWindow, prefix+"duplicateWindow", 2*time.Minute, "Window in which a republished Nats-Msg-Id is stored once.")
 	f.StringVar(&c.Credentials.User, prefix+"credentials.user", "", "User for an external NATS server.")
 	f.Var(&c.Credentials.Password, prefix+"credentials.password", "Password for an external NATS server.")
+	f.DurationVar(&c.Writers.Lease, prefix+"writers.lease", 6*time.Second, "How long a writer replica's heartbeat and partition claims last unrenewed: a replica that dies hands its partitions to the others after this.")
+	f.DurationVar(&c.Writers.DrainTimeout, prefix+"writers.drainTimeout", 10*time.Second, "How long a writer replica giving a partition up (rebalance or shutdown) may take to finish the request in hand; after it the request is cancelled and the next owner sends it again.")
 }
 
 // Embedded reports whether this process runs its own JetStream server.
@@ -186,6 +195,12 @@ func (c *NATSConfig) Validate() error {
 	}
 	if c.DuplicateWindow <= 0 {
 		errs = append(errs, fieldErr("nats.duplicateWindow", "must be positive"))
+	}
+	if c.Writers.Lease < time.Second || c.Writers.Lease > 5*time.Minute {
+		errs = append(errs, fieldErr("nats.writers.lease", "%s is outside 1s..5m", c.Writers.Lease))
+	}
+	if c.Writers.DrainTimeout <= 0 {
+		errs = append(errs, fieldErr("nats.writers.drainTimeout", "must be positive"))
 	}
 	errs = append(errs, c.RawStream.validate("nats.rawStream"))
 	return errors.Join(errs...)

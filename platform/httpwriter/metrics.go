@@ -12,6 +12,7 @@ type metrics struct {
 	bytesSent       prometheus.Counter
 	messagesAcked   prometheus.Counter
 	itemsRejected   *prometheus.CounterVec
+	itemsResentHeld prometheus.Counter
 	messagesDropped *prometheus.CounterVec
 	requests        *prometheus.CounterVec
 	retries         *prometheus.CounterVec
@@ -34,6 +35,10 @@ func newMetrics(reg prometheus.Registerer, dest string) *metrics {
 		messagesAcked: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_writer_messages_acked_total", ConstLabels: cl,
 			Help: "Bus messages acked: sent, or refused for good.",
+		}),
+		itemsResentHeld: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_writer_items_resent_already_held_total", ConstLabels: cl,
+			Help: "Items sent again after a previous owner of their partition stopped mid-request, which the backend already held (it refused them as out of order or duplicate): at-least-once duplicates, not losses.",
 		}),
 		itemsRejected: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_writer_items_rejected_total", ConstLabels: cl,

@@ -5,17 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
+	"os"
 	"time"
 
 	"github.com/grafana/dskit/backoff"
 	"github.com/grafana/dskit/services"
 	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/config"
+	"github.com/watershed-dev/watershed/platform/partgroup"
 	"github.com/watershed-dev/watershed/platform/remotewrite"
 )
 
@@ -78,6 +80,9 @@ type Config struct {
 	// Sender delivers requests; nil POSTs the snappy-compressed body to
 	// URL with the Protocol's headers.
 	Sender Sender
+	// Member names this replica among the destination's writers; "" is
+	// Member().
+	Member string
 }
 
 // Writer delivers a destination's stream to its backend.
@@ -88,9 +93,18 @@ type Writer struct {
 	bus     *bus.Bus
 	sender  Sender
 	metrics *metrics
+	reg     prometheus.Registerer
 	logger  *slog.Logger
-	loops   []*bus.FetchLoop
+	stream  jetstream.Stream
+	group   *partgroup.Group
+	failure *services.FailureWatcher
 }
+
+// PriorityGroup is the priority group of the writers' partition consumers.
+// The consumers pin one client at a time: behind the claims of package
+// partgroup, the server itself refuses messages to a replica whose claim
+// has passed to another (one paused past its lease, say).
+const PriorityGroup = "writers"
 
 // New makes the writer service.
 func New(cfg Config, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger) *Writer {
@@ -99,13 +113,25 @@ func New(cfg Config, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger)
 		bus:     b,
 		sender:  cfg.Sender,
 		metrics: newMetrics(reg, cfg.Protocol.Destination),
+		reg:     reg,
 		logger:  logger.With("component", "writer", "destination", cfg.Protocol.Destination),
+		failure: services.NewFailureWatcher(),
 	}
 	if w.sender == nil {
 		w.sender = newClient(cfg)
 	}
-	w.Service = services.NewBasicService(w.starting, w.running, nil)
+	w.Service = services.NewBasicService(w.starting, w.running, w.stopping)
 	return w
+}
+
+// Member names this replica in its destination's writer group: the host
+// (a pod's name) and a random suffix.
+func Member() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "writer"
+	}
+	return partgroup.MemberName(host, nuid.Next()[16:])
 }
 
 func (w *Writer) starting(ctx context.Context) error {
@@ -115,42 +141,90 @@ func (w *Writer) starting(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for p := 0; p < w.cfg.NATS.Partitions; p++ {
-		cc := bus.ReaderConsumerConfig(fmt.Sprintf("writer-%s-p%d", dest, p), bus.DestSubject(dest, p), w.cfg.Batch, w.cfg.Queue.AckWait)
-		// One reader sends a partition in order, so acking the last message
-		// of a request acks the request.
-		cc.AckPolicy = jetstream.AckAllPolicy
-		cons, err := bus.EnsureReaderConsumer(ctx, stream, cc, w.logger)
-		if err != nil {
-			return err
-		}
-		pw := &partitionWriter{w: w, partition: p}
-		// Numbering continues from the last message this consumer acked,
-		// so that what the buffer dropped while no writer ran is counted too.
-		if info, err := cons.Info(ctx); err == nil && info.AckFloor.Stream > 0 {
-			if pw.lastSeq, err = bus.MsgPartitionSeq(ctx, stream, info.AckFloor.Stream); err != nil {
-				return err
-			}
-		}
-		w.loops = append(w.loops, &bus.FetchLoop{
-			Consumer: cons,
-			Batch:    w.cfg.Batch,
-			MaxWait:  w.cfg.Queue.BatchSendDeadline,
-			Handle:   pw.add,
-			Flush:    pw.flush,
-			Logger:   w.logger.With("partition", p),
-		})
+	w.stream = stream
+	groups := w.cfg.NATS.Writers
+	kv, err := partgroup.EnsureBucket(ctx, js, bus.WriterGroupsBucket, groups.Lease, w.cfg.Buffer.Replicas)
+	if err != nil {
+		return err
 	}
-	return nil
+	member := w.cfg.Member
+	if member == "" {
+		member = Member()
+	}
+	w.group, err = partgroup.New(partgroup.Config{
+		Group: "writer-" + dest, Partitions: w.cfg.NATS.Partitions, Member: member,
+		Lease: groups.Lease, DrainTimeout: groups.DrainTimeout,
+	}, kv, w.runPartition, w.reg, w.logger)
+	if err != nil {
+		return err
+	}
+	w.failure.WatchService(w.group)
+	return services.StartAndAwaitRunning(ctx, w.group)
 }
 
 func (w *Writer) running(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, l := range w.loops {
-		wg.Go(func() { _ = l.Run(ctx) })
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-w.failure.Chan():
+		return fmt.Errorf("writer %s: %w", w.cfg.Protocol.Destination, err)
 	}
-	wg.Wait()
-	return nil
+}
+
+// stopping gives the partitions up: each finishes the request in hand
+// within nats.writers.drainTimeout and acks it, so the replicas that take
+// them over start where this one stopped.
+func (w *Writer) stopping(_ error) error {
+	if w.group == nil {
+		return nil
+	}
+	return services.StopAndAwaitTerminated(context.Background(), w.group)
+}
+
+// runPartition sends one partition while this replica holds it.
+func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error {
+	dest, p := w.cfg.Protocol.Destination, lease.Partition
+	name := fmt.Sprintf("writer-%s-p%d", dest, p)
+	cc := bus.ReaderConsumerConfig(name, bus.DestSubject(dest, p), w.cfg.Batch, w.cfg.Queue.AckWait)
+	// One reader sends a partition in order, so acking the last message
+	// of a request acks the request.
+	cc.AckPolicy = jetstream.AckAllPolicy
+	cc.PriorityGroups = []string{PriorityGroup}
+	cc.PriorityPolicy = jetstream.PriorityPolicyPinned
+	cc.PinnedTTL = w.cfg.NATS.Writers.Lease
+	// A previous owner that died mid-request left messages delivered but
+	// unacknowledged: the consumer is recreated at its ack floor, so they
+	// come first and in order.
+	cons, inDoubt, err := bus.EnsureReaderConsumer(ctx, w.stream, cc, w.logger)
+	if err != nil {
+		return err
+	}
+	// Drop the previous owner's pin at once rather than after its TTL.
+	if err := w.stream.UnpinConsumer(ctx, name, PriorityGroup); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		w.logger.Debug("unpin", "consumer", name, "err", err)
+	}
+	pw := &partitionWriter{w: w, partition: p, inDoubt: inDoubt}
+	// Numbering continues from the last message this consumer acked,
+	// so that what the buffer dropped while no writer ran is counted too.
+	if info, err := cons.Info(ctx); err == nil && info.AckFloor.Stream > 0 {
+		if pw.lastSeq, err = bus.MsgPartitionSeq(ctx, w.stream, info.AckFloor.Stream); err != nil {
+			return err
+		}
+	}
+	loop := &bus.FetchLoop{
+		Consumer:      cons,
+		Batch:         w.cfg.Batch,
+		// A pull outlives a replica that stops renewing its claim by at
+		// most this; with the claim fenced at half the lease, it has
+		// expired before the next owner can pull.
+		MaxWait:       min(w.cfg.Queue.BatchSendDeadline, w.cfg.NATS.Writers.Lease/4),
+		Handle:        pw.add,
+		Flush:         pw.flush,
+		Logger:        w.logger.With("partition", p),
+		PriorityGroup: PriorityGroup,
+		Stop:          lease.Draining(),
+	}
+	return loop.Run(ctx)
 }
 
 // partitionWriter joins one partition's messages into requests and sends
@@ -164,6 +238,21 @@ type partitionWriter struct {
 	tenant    string
 	joiner    remotewrite.Joiner
 	lastSeq   uint64 // Ws-Partition-Seq of the last message taken, 0 unknown
+	// inDoubt is the last stream sequence a previous owner was given
+	// without acking it: up to there the backend may hold a message
+	// already, so each goes alone (see resending).
+	inDoubt uint64
+	// resending is set while an in-doubt message is sent: a backend that
+	// refuses it as out of order or duplicate held it already.
+	resending bool
+}
+
+// alreadyHeld tells the reasons for which a backend refuses data it
+// already holds: Prometheus refuses a whole request with an older sample
+// as out of order, so an in-doubt message joined with fresh ones would
+// take the fresh ones down with it.
+func alreadyHeld(reason string) bool {
+	return reason == "out_of_order" || reason == "duplicate_timestamp"
 }
 
 // add takes the next message of the partition, sending what is pending
@@ -183,7 +272,8 @@ func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	q := p.w.cfg.Queue
-	if len(p.pending) > 0 && (tenant != p.tenant || over(p.items+count, q.MaxItemsPerSend) || over(p.bytes+size, q.MaxBytesPerSend)) {
+	inDoubt := p.inDoubt > 0 && streamSeq(msg) <= p.inDoubt
+	if len(p.pending) > 0 && (inDoubt || tenant != p.tenant || over(p.items+count, q.MaxItemsPerSend) || over(p.bytes+size, q.MaxBytesPerSend)) {
 		if err := p.flush(ctx); err != nil {
 			return err
 		}
@@ -192,10 +282,23 @@ func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 	p.items += count
 	p.bytes += size
 	p.tenant = tenant
+	if inDoubt {
+		p.resending = true
+		defer func() { p.resending = false }()
+		return p.flush(ctx)
+	}
 	if full(p.items, q.MaxItemsPerSend) || full(p.bytes, q.MaxBytesPerSend) {
 		return p.flush(ctx)
 	}
 	return nil
+}
+
+func streamSeq(msg jetstream.Msg) uint64 {
+	md, err := msg.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.Sequence.Stream
 }
 
 func over(n, limit int) bool { return limit > 0 && n > limit }
@@ -294,13 +397,15 @@ func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, items 
 			w.metrics.itemsRejected.WithLabelValues(res.RejectReason).Add(float64(res.Rejected))
 			w.logRejectOnce(&SendError{Class: Permanent, Reason: res.RejectReason, Err: errors.New(res.Message)})
 		}
+	case errors.As(err, &se) && p.resending && alreadyHeld(se.Reason):
+		w.metrics.itemsResentHeld.Add(float64(items))
 	case errors.As(err, &se):
 		w.metrics.itemsRejected.WithLabelValues(se.Reason).Add(float64(items))
 		w.logRejectOnce(se)
 	default:
 		return err // ctx ended: the messages stay unacked
 	}
-	p.ackAll(msgs)
+	p.ackAll(ctx, msgs)
 	return nil
 }
 
@@ -360,9 +465,14 @@ func waitRetry(ctx context.Context, bo *backoff.Backoff, se *SendError) bool {
 	return bo.Ongoing()
 }
 
-// ackAll acks a request's messages: with AckAll, its last message.
-func (p *partitionWriter) ackAll(msgs []jetstream.Msg) {
-	if err := msgs[len(msgs)-1].Ack(); err != nil {
+// ackAll acks a request's messages: with AckAll, its last message. The
+// ack waits for the server's answer, so that a replica giving the
+// partition up has its acks stored before the next owner looks at the
+// ack floor.
+func (p *partitionWriter) ackAll(ctx context.Context, msgs []jetstream.Msg) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.w.cfg.Queue.AckWait/2)
+	defer cancel()
+	if err := msgs[len(msgs)-1].DoubleAck(actx); err != nil {
 		// A lost ack means a redelivery; the backend takes the same
 		// samples again as duplicates, which it tolerates.
 		p.w.logger.Warn("ack failed", "err", err)

@@ -124,7 +124,7 @@ func (r *Router) starting(ctx context.Context) error {
 	// it, so rewinding it to its ack floor after a restart brings back
 	// exactly the unrouted ones, in order.
 	window := r.cfg.Batch * r.cfg.NATS.Partitions
-	cons, err := bus.EnsureReaderConsumer(ctx, raw, bus.ReaderConsumerConfig("router", bus.RawSubjects(), window, r.cfg.AckWait), r.logger)
+	cons, _, err := bus.EnsureReaderConsumer(ctx, raw, bus.ReaderConsumerConfig("router", bus.RawSubjects(), window, r.cfg.AckWait), r.logger)
 	if err != nil {
 		return err
 	}
