@@ -147,6 +147,11 @@ func TestNATSPermissions(t *testing.T) {
 						}
 					}
 					fallthrough
+				case "writer-mimir", "writer-loki", "writer-tempo":
+					if !slices.Contains(allow, "$KV.WS_PARTITION_GROUPS.>") {
+						t.Errorf("user %s shares partitions with its replicas but may not write WS_PARTITION_GROUPS", u.Username)
+					}
+					fallthrough
 				case "node-collector", "discovery":
 					if !slices.Contains(allow, "$JS.FC.>") {
 						t.Errorf("user %s watches a KV bucket but may not answer its flow control ($JS.FC.>)", u.Username)

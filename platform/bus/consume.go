@@ -26,6 +26,39 @@ func ReaderConsumerConfig(durable, filter string, maxAckPending int, ackWait tim
 	}
 }
 
+// PriorityGroup is the priority group of the consumers of partitions that
+// replicas share (package partgroup). Those consumers pin one client at a
+// time: behind the replicas' claims, the server itself refuses messages to
+// a replica whose claim has passed to another (one paused past its lease).
+const PriorityGroup = "owner"
+
+// PartitionConsumerConfig is the consumer of one partition that replicas
+// take turns at: a reader consumer pinned to one client, the pin expiring
+// after pinnedTTL without a pull.
+func PartitionConsumerConfig(durable, filter string, maxAckPending int, ackWait, pinnedTTL time.Duration) jetstream.ConsumerConfig {
+	cc := ReaderConsumerConfig(durable, filter, maxAckPending, ackWait)
+	cc.PriorityGroups = []string{PriorityGroup}
+	cc.PriorityPolicy = jetstream.PriorityPolicyPinned
+	cc.PinnedTTL = pinnedTTL
+	return cc
+}
+
+// OpenPartition makes ready the consumer of a partition this replica has
+// just claimed: EnsureReaderConsumer (a previous owner's unacknowledged
+// messages first), then the previous owner's pin dropped at once rather
+// than after its TTL.
+func OpenPartition(ctx context.Context, s jetstream.Stream, cc jetstream.ConsumerConfig, logger *slog.Logger) (c jetstream.Consumer, inDoubt uint64, err error) {
+	c, inDoubt, err = EnsureReaderConsumer(ctx, s, cc, logger)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := s.UnpinConsumer(ctx, cc.Durable, PriorityGroup); err != nil {
+		// Nobody was pinned, most often.
+		logger.Debug("unpin", "consumer", cc.Durable, "err", err)
+	}
+	return c, inDoubt, nil
+}
+
 // EnsureReaderConsumer creates or updates a durable consumer whose only
 // reader is this process. If a previous reader left
 // messages delivered but unacknowledged (it stopped or crashed mid-batch),

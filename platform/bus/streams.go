@@ -118,9 +118,10 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, name, description
 	})
 }
 
-// WriterGroupsBucket holds the writers' partition groups (package
-// partgroup): which replicas are alive and which holds each partition.
-const WriterGroupsBucket = "WS_WRITER_GROUPS"
+// PartitionGroupsBucket holds the partition groups of the router and the
+// writers (package partgroup): which replicas are alive and which holds
+// each partition.
+const PartitionGroupsBucket = "WS_PARTITION_GROUPS"
 
 // PodMetadataBucket holds discovery's pod metadata (watershedv1.PodMetadata
 // under "pod.<uid>", watershedv1.NodePods under "node.<name>").

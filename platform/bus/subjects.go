@@ -35,6 +35,11 @@ func RawSubject(signal string, partition int) string {
 	return rawPrefix + signal + "." + strconv.Itoa(partition)
 }
 
+// RawPartitionSubjects is the filter of partition p of every signal.
+func RawPartitionSubjects(partition int) string {
+	return rawPrefix + "*." + strconv.Itoa(partition)
+}
+
 // RawSubjects is the raw stream's subject filter.
 func RawSubjects() string { return rawPrefix + ">" }
 

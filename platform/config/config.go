@@ -123,20 +123,21 @@ func (c *ServerConfig) Validate() error {
 
 // NATSConfig is the bus: an embedded JetStream server or an external one.
 type NATSConfig struct {
-	URL             string            `yaml:"url"`
-	StoreDir        string            `yaml:"storeDir"`
-	ListenAddress   string            `yaml:"listenAddress"`
-	Partitions      int               `yaml:"partitions"`
-	MaxMessageBytes flagext.Bytes     `yaml:"maxMessageBytes"`
-	MaxPending      int               `yaml:"maxPending"`
-	RawStream       StreamConfig      `yaml:"rawStream"`
-	DuplicateWindow time.Duration     `yaml:"duplicateWindow"`
-	Credentials     NATSCredential    `yaml:"credentials"`
-	Writers         WriterGroupConfig `yaml:"writers"`
+	URL             string               `yaml:"url"`
+	StoreDir        string               `yaml:"storeDir"`
+	ListenAddress   string               `yaml:"listenAddress"`
+	Partitions      int                  `yaml:"partitions"`
+	MaxMessageBytes flagext.Bytes        `yaml:"maxMessageBytes"`
+	MaxPending      int                  `yaml:"maxPending"`
+	RawStream       StreamConfig         `yaml:"rawStream"`
+	DuplicateWindow time.Duration        `yaml:"duplicateWindow"`
+	Credentials     NATSCredential       `yaml:"credentials"`
+	Groups          PartitionGroupConfig `yaml:"groups"`
 }
 
-// WriterGroupConfig is how the replicas of a writer share its partitions.
-type WriterGroupConfig struct {
+// PartitionGroupConfig is how the replicas of the router and of each
+// writer share the partitions of their stream.
+type PartitionGroupConfig struct {
 	Lease        time.Duration `yaml:"lease"`
 	DrainTimeout time.Duration `yaml:"drainTimeout"`
 }
@@ -160,8 +161,8 @@ func (c *NATSConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	f.DurationVar(&c.DuplicateWindow, prefix+"duplicateWindow", 2*time.Minute, "Window in which a republished Nats-Msg-Id is stored once.")
 	f.StringVar(&c.Credentials.User, prefix+"credentials.user", "", "User for an external NATS server.")
 	f.Var(&c.Credentials.Password, prefix+"credentials.password", "Password for an external NATS server.")
-	f.DurationVar(&c.Writers.Lease, prefix+"writers.lease", 6*time.Second, "How long a writer replica's heartbeat and partition claims last unrenewed: a replica that dies hands its partitions to the others after this.")
-	f.DurationVar(&c.Writers.DrainTimeout, prefix+"writers.drainTimeout", 10*time.Second, "How long a writer replica giving a partition up (rebalance or shutdown) may take to finish the request in hand; after it the request is cancelled and the next owner sends it again.")
+	f.DurationVar(&c.Groups.Lease, prefix+"groups.lease", 6*time.Second, "How long the heartbeat and partition claims of a router or writer replica last unrenewed: a replica that dies hands its partitions to the others after this.")
+	f.DurationVar(&c.Groups.DrainTimeout, prefix+"groups.drainTimeout", 10*time.Second, "How long a router or writer replica giving a partition up (rebalance or shutdown) may take to finish the work in hand; after it the work is cancelled and the next owner does it again.")
 }
 
 // Embedded reports whether this process runs its own JetStream server.
@@ -196,11 +197,11 @@ func (c *NATSConfig) Validate() error {
 	if c.DuplicateWindow <= 0 {
 		errs = append(errs, fieldErr("nats.duplicateWindow", "must be positive"))
 	}
-	if c.Writers.Lease < time.Second || c.Writers.Lease > 5*time.Minute {
-		errs = append(errs, fieldErr("nats.writers.lease", "%s is outside 1s..5m", c.Writers.Lease))
+	if c.Groups.Lease < time.Second || c.Groups.Lease > 5*time.Minute {
+		errs = append(errs, fieldErr("nats.groups.lease", "%s is outside 1s..5m", c.Groups.Lease))
 	}
-	if c.Writers.DrainTimeout <= 0 {
-		errs = append(errs, fieldErr("nats.writers.drainTimeout", "must be positive"))
+	if c.Groups.DrainTimeout <= 0 {
+		errs = append(errs, fieldErr("nats.groups.drainTimeout", "must be positive"))
 	}
 	errs = append(errs, c.RawStream.validate("nats.rawStream"))
 	return errors.Join(errs...)

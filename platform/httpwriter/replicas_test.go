@@ -189,7 +189,7 @@ func TestWritersScaleOutAndInWithoutLossOrDisorder(t *testing.T) {
 	const partitions = 8
 	natsCfg := bustest.NATSConfig(t.TempDir())
 	natsCfg.Partitions = partitions
-	natsCfg.Writers.Lease = 1500 * time.Millisecond
+	natsCfg.Groups.Lease = 1500 * time.Millisecond
 	server := bustest.Open(t, natsCfg)
 	external := natsCfg
 	external.URL = server.ClientURL()

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/grafana/dskit/backoff"
 	"github.com/grafana/dskit/services"
 	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/watershed-dev/watershed/platform/bus"
@@ -81,7 +79,7 @@ type Config struct {
 	// URL with the Protocol's headers.
 	Sender Sender
 	// Member names this replica among the destination's writers; "" is
-	// Member().
+	// partgroup.HostMember().
 	Member string
 }
 
@@ -99,12 +97,6 @@ type Writer struct {
 	group   *partgroup.Group
 	failure *services.FailureWatcher
 }
-
-// PriorityGroup is the priority group of the writers' partition consumers.
-// The consumers pin one client at a time: behind the claims of package
-// partgroup, the server itself refuses messages to a replica whose claim
-// has passed to another (one paused past its lease, say).
-const PriorityGroup = "writers"
 
 // New makes the writer service.
 func New(cfg Config, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger) *Writer {
@@ -124,16 +116,6 @@ func New(cfg Config, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger)
 	return w
 }
 
-// Member names this replica in its destination's writer group: the host
-// (a pod's name) and a random suffix.
-func Member() string {
-	host, err := os.Hostname()
-	if err != nil {
-		host = "writer"
-	}
-	return partgroup.MemberName(host, nuid.Next()[16:])
-}
-
 func (w *Writer) starting(ctx context.Context) error {
 	dest := w.cfg.Protocol.Destination
 	js := w.bus.JetStream()
@@ -142,14 +124,14 @@ func (w *Writer) starting(ctx context.Context) error {
 		return err
 	}
 	w.stream = stream
-	groups := w.cfg.NATS.Writers
-	kv, err := partgroup.EnsureBucket(ctx, js, bus.WriterGroupsBucket, groups.Lease, w.cfg.Buffer.Replicas)
+	groups := w.cfg.NATS.Groups
+	kv, err := partgroup.EnsureBucket(ctx, js, bus.PartitionGroupsBucket, groups.Lease, w.cfg.Buffer.Replicas)
 	if err != nil {
 		return err
 	}
 	member := w.cfg.Member
 	if member == "" {
-		member = Member()
+		member = partgroup.HostMember()
 	}
 	w.group, err = partgroup.New(partgroup.Config{
 		Group: "writer-" + dest, Partitions: w.cfg.NATS.Partitions, Member: member,
@@ -172,7 +154,7 @@ func (w *Writer) running(ctx context.Context) error {
 }
 
 // stopping gives the partitions up: each finishes the request in hand
-// within nats.writers.drainTimeout and acks it, so the replicas that take
+// within nats.groups.drainTimeout and acks it, so the replicas that take
 // them over start where this one stopped.
 func (w *Writer) stopping(_ error) error {
 	if w.group == nil {
@@ -185,23 +167,16 @@ func (w *Writer) stopping(_ error) error {
 func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error {
 	dest, p := w.cfg.Protocol.Destination, lease.Partition
 	name := fmt.Sprintf("writer-%s-p%d", dest, p)
-	cc := bus.ReaderConsumerConfig(name, bus.DestSubject(dest, p), w.cfg.Batch, w.cfg.Queue.AckWait)
+	cc := bus.PartitionConsumerConfig(name, bus.DestSubject(dest, p), w.cfg.Batch, w.cfg.Queue.AckWait, w.cfg.NATS.Groups.Lease)
 	// One reader sends a partition in order, so acking the last message
 	// of a request acks the request.
 	cc.AckPolicy = jetstream.AckAllPolicy
-	cc.PriorityGroups = []string{PriorityGroup}
-	cc.PriorityPolicy = jetstream.PriorityPolicyPinned
-	cc.PinnedTTL = w.cfg.NATS.Writers.Lease
 	// A previous owner that died mid-request left messages delivered but
-	// unacknowledged: the consumer is recreated at its ack floor, so they
-	// come first and in order.
-	cons, inDoubt, err := bus.EnsureReaderConsumer(ctx, w.stream, cc, w.logger)
+	// unacknowledged: they come first and in order, and up to inDoubt
+	// the backend may hold them already.
+	cons, inDoubt, err := bus.OpenPartition(ctx, w.stream, cc, w.logger)
 	if err != nil {
 		return err
-	}
-	// Drop the previous owner's pin at once rather than after its TTL.
-	if err := w.stream.UnpinConsumer(ctx, name, PriorityGroup); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		w.logger.Debug("unpin", "consumer", name, "err", err)
 	}
 	pw := &partitionWriter{w: w, partition: p, inDoubt: inDoubt}
 	// Numbering continues from the last message this consumer acked,
@@ -212,16 +187,16 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 		}
 	}
 	loop := &bus.FetchLoop{
-		Consumer:      cons,
-		Batch:         w.cfg.Batch,
+		Consumer: cons,
+		Batch:    w.cfg.Batch,
 		// A pull outlives a replica that stops renewing its claim by at
 		// most this; with the claim fenced at half the lease, it has
 		// expired before the next owner can pull.
-		MaxWait:       min(w.cfg.Queue.BatchSendDeadline, w.cfg.NATS.Writers.Lease/4),
+		MaxWait:       min(w.cfg.Queue.BatchSendDeadline, w.cfg.NATS.Groups.Lease/4),
 		Handle:        pw.add,
 		Flush:         pw.flush,
 		Logger:        w.logger.With("partition", p),
-		PriorityGroup: PriorityGroup,
+		PriorityGroup: bus.PriorityGroup,
 		Stop:          lease.Draining(),
 	}
 	return loop.Run(ctx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/grafana/dskit/services"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -77,6 +79,16 @@ func MemberName(host, suffix string) string {
 		}
 	}
 	return b.String()
+}
+
+// HostMember is MemberName of this host (a pod's name) with a random
+// suffix.
+func HostMember() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "replica"
+	}
+	return MemberName(host, nuid.Next()[16:])
 }
 
 // Lease is a partition this replica holds, given to its Work.

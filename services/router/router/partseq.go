@@ -45,3 +45,8 @@ func (s *partitionSeqs) stored(p int, seq uint64, duplicate bool) {
 		s.last[p] = seq
 	}
 }
+
+// forget makes the next number of partition p be read from the stream
+// again: this replica has just taken the partition, and another may have
+// stored messages in it since this one last did.
+func (s *partitionSeqs) forget(p int) { s.known[p] = false }

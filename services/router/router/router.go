@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/grafana/dskit/services"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/config"
+	"github.com/watershed-dev/watershed/platform/partgroup"
 	"github.com/watershed-dev/watershed/services/router/logproc"
 )
 
@@ -36,9 +36,13 @@ type Config struct {
 	NATS config.NATSConfig
 	// Routes maps a signal to its destination.
 	Routes map[string]Destination
-	// Batch is how many messages each partition's queue holds.
+	// Batch is how many messages a partition fetches, and may hold
+	// unacknowledged, at once.
 	Batch   int
 	AckWait time.Duration
+	// Member names this replica among the routers; "" is a host name
+	// with a random suffix.
+	Member string
 	// Logs processes log messages (stages, tenant from a label); nil
 	// passes them through without decoding.
 	Logs *logproc.Processor
@@ -83,10 +87,12 @@ type Router struct {
 	bus     *bus.Bus
 	pub     *bus.Publisher
 	metrics *metrics
+	reg     prometheus.Registerer
 	logger  *slog.Logger
-	loop    *bus.FetchLoop
-	queues  []chan jetstream.Msg      // one per partition
+	raw     jetstream.Stream
 	seqs    map[string]*partitionSeqs // by destination
+	group   *partgroup.Group
+	failure *services.FailureWatcher
 }
 
 // New makes the router service.
@@ -97,14 +103,22 @@ func New(cfg Config, b *bus.Bus, pubMetrics *bus.PublisherMetrics, reg prometheu
 		bus:     b,
 		pub:     bus.NewPublisher(b.JetStream(), "router", pubMetrics, logger),
 		metrics: newMetrics(reg),
+		reg:     reg,
 		logger:  logger,
+		failure: services.NewFailureWatcher(),
 	}
 	for _, reason := range []string{reasonUnknownSignal, reasonBadHeader, reasonBadPayload} {
 		r.metrics.dropped.WithLabelValues(reason)
 	}
-	r.Service = services.NewBasicService(r.starting, r.running, nil)
+	r.Service = services.NewBasicService(r.starting, r.running, r.stopping)
 	return r
 }
+
+// legacyConsumer is the one consumer of the whole raw stream that routers
+// before partition groups read. On a work queue its filter overlaps the
+// partitions' consumers, which JetStream refuses, so it is removed; what
+// it held unacknowledged stays in the stream for them.
+const legacyConsumer = "router"
 
 func (r *Router) starting(ctx context.Context) error {
 	js := r.bus.JetStream()
@@ -112,6 +126,7 @@ func (r *Router) starting(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.raw = raw
 	r.seqs = map[string]*partitionSeqs{}
 	for _, d := range r.cfg.Routes {
 		stream, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig(d.Name, d.Buffer, r.cfg.NATS.DuplicateWindow))
@@ -120,68 +135,74 @@ func (r *Router) starting(ctx context.Context) error {
 		}
 		r.seqs[d.Name] = newPartitionSeqs(stream, d.Name, r.cfg.NATS.Partitions)
 	}
-	// One consumer for the whole work queue: acked messages are gone from
-	// it, so rewinding it to its ack floor after a restart brings back
-	// exactly the unrouted ones, in order.
-	window := r.cfg.Batch * r.cfg.NATS.Partitions
-	cons, _, err := bus.EnsureReaderConsumer(ctx, raw, bus.ReaderConsumerConfig("router", bus.RawSubjects(), window, r.cfg.AckWait), r.logger)
+	if err := raw.DeleteConsumer(ctx, legacyConsumer); err == nil {
+		r.logger.Info("removed the single raw-stream consumer of earlier routers; partitions have consumers of their own now")
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("remove consumer %s: %w", legacyConsumer, err)
+	}
+	groups := r.cfg.NATS.Groups
+	kv, err := partgroup.EnsureBucket(ctx, js, bus.PartitionGroupsBucket, groups.Lease, r.cfg.NATS.RawStream.Replicas)
 	if err != nil {
 		return err
 	}
-	r.queues = make([]chan jetstream.Msg, r.cfg.NATS.Partitions)
-	for p := range r.queues {
-		r.queues[p] = make(chan jetstream.Msg, r.cfg.Batch)
+	member := r.cfg.Member
+	if member == "" {
+		member = partgroup.HostMember()
 	}
-	r.loop = &bus.FetchLoop{
-		Consumer: cons,
-		Batch:    window,
-		MaxWait:  time.Second,
-		Handle:   r.dispatch,
-		Logger:   r.logger,
+	r.group, err = partgroup.New(partgroup.Config{
+		Group: "router", Partitions: r.cfg.NATS.Partitions, Member: member,
+		Lease: groups.Lease, DrainTimeout: groups.DrainTimeout,
+	}, kv, r.runPartition, r.reg, r.logger)
+	if err != nil {
+		return err
 	}
-	return nil
+	r.failure.WatchService(r.group)
+	return services.StartAndAwaitRunning(ctx, r.group)
 }
 
-// running fetches in stream order and hands each message to the worker of
-// its partition, which routes it. A full partition queue holds the fetch
-// back. At stop, queued messages stay unacked and come back first next time.
 func (r *Router) running(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, q := range r.queues {
-		wg.Go(func() { r.work(ctx, q) })
-	}
-	err := r.loop.Run(ctx)
-	wg.Wait()
-	return err
-}
-
-func (r *Router) dispatch(ctx context.Context, msg jetstream.Msg) error {
-	p, err := bus.PartitionOfSubject(msg.Subject())
-	if err != nil || p >= len(r.queues) {
-		r.drop(msg, reasonBadHeader, fmt.Errorf("partition of %s: %w (have %d partitions)", msg.Subject(), err, len(r.queues)))
-		return nil
-	}
 	select {
-	case r.queues[p] <- msg:
-		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil
+	case err := <-r.failure.Chan():
+		return fmt.Errorf("router: %w", err)
 	}
 }
 
-func (r *Router) work(ctx context.Context, q <-chan jetstream.Msg) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case msg := <-q:
-			if err := r.route(ctx, msg); err != nil {
-				// Stopped mid-publish: this one and what is queued stay
-				// unacked for the next start.
-				return
-			}
-		}
+// stopping gives the partitions up; each finishes the batch in hand.
+func (r *Router) stopping(_ error) error {
+	if r.group == nil {
+		return nil
 	}
+	return services.StopAndAwaitTerminated(context.Background(), r.group)
+}
+
+// runPartition routes one raw partition, in stream order, while this
+// replica holds it. Partition p of every signal goes to partition p of its
+// destination, so one replica numbers and orders each destination
+// partition.
+func (r *Router) runPartition(ctx context.Context, lease *partgroup.Lease) error {
+	p := lease.Partition
+	for _, s := range r.seqs {
+		s.forget(p) // another replica may have stored since
+	}
+	cc := bus.PartitionConsumerConfig(fmt.Sprintf("router-p%d", p), bus.RawPartitionSubjects(p), r.cfg.Batch, r.cfg.AckWait, r.cfg.NATS.Groups.Lease)
+	// A message routed twice is stored once (its Nats-Msg-Id), so what a
+	// previous owner left in doubt needs no care beyond coming first.
+	cons, _, err := bus.OpenPartition(ctx, r.raw, cc, r.logger)
+	if err != nil {
+		return err
+	}
+	loop := &bus.FetchLoop{
+		Consumer:      cons,
+		Batch:         r.cfg.Batch,
+		MaxWait:       min(time.Second, r.cfg.NATS.Groups.Lease/4),
+		Handle:        r.route,
+		Logger:        r.logger.With("partition", p),
+		PriorityGroup: bus.PriorityGroup,
+		Stop:          lease.Draining(),
+	}
+	return loop.Run(ctx)
 }
 
 // route publishes one raw message to its destination and acks it. It
