@@ -54,7 +54,7 @@ func TestServerSideDryRun(t *testing.T) {
 	for name, dir := range map[string]string{
 		"dev":                    "overlays/dev",
 		"production":             "overlays/production",
-		"production+autoscaling": withComponents(t, "overlays/production", "components/autoscaling"),
+		"production+keda":        withComponents(t, "overlays/production", "components/keda"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			opts := krusty.MakeDefaultOptions()

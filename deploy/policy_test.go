@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	"net"
 	"path"
 	"slices"
@@ -424,5 +425,33 @@ func checkNetworkPolicies(t *testing.T, r *rendered, cfg *config.Config) {
 		if strings.HasPrefix(comp, "writer-") && !selects(t, &egress.Spec.PodSelector, comp) {
 			t.Errorf("watershed-egress does not let %s reach its backend", comp)
 		}
+	}
+}
+
+// TestOneAutoscalerPerWorkload: production scales the router and every
+// writer, each by exactly one autoscaler (a CPU HorizontalPodAutoscaler,
+// or KEDA's ScaledObject for the writers when that component is added);
+// two on one Deployment would fight over its replica count.
+func TestOneAutoscalerPerWorkload(t *testing.T) {
+	for name, r := range overlays(t) {
+		if name == "dev" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			scalers := map[string][]string{}
+			for _, o := range r.all("HorizontalPodAutoscaler") {
+				h := o.(*autoscalingv2.HorizontalPodAutoscaler)
+				scalers[h.Spec.ScaleTargetRef.Name] = append(scalers[h.Spec.ScaleTargetRef.Name], "hpa/"+h.Name)
+			}
+			for _, o := range r.all("ScaledObject") {
+				s := o.(*scaledObject)
+				scalers[s.Spec.ScaleTargetRef.Name] = append(scalers[s.Spec.ScaleTargetRef.Name], "scaledobject")
+			}
+			for _, w := range []string{"router", "writer-mimir", "writer-loki", "writer-tempo"} {
+				if len(scalers[w]) != 1 {
+					t.Errorf("deployment %s has autoscalers %v, want exactly one", w, scalers[w])
+				}
+			}
+		})
 	}
 }

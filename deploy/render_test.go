@@ -159,7 +159,6 @@ func overlays(t *testing.T) map[string]*rendered {
 	return map[string]*rendered{
 		"dev":                    render(t, "overlays/dev"),
 		"production":             render(t, "overlays/production"),
-		"production+autoscaling": render(t, withComponents(t, "overlays/production", "components/autoscaling")),
 		"production+keda":        render(t, withComponents(t, "overlays/production", "components/keda")),
 	}
 }
