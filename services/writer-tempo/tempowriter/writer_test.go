@@ -3,6 +3,7 @@ package tempowriter
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -187,6 +188,9 @@ func allAcked(t *testing.T, b *bus.Bus) bool {
 	ctx := context.Background()
 	for p := range 4 {
 		c, err := b.JetStream().Consumer(ctx, bus.DestStream(bus.DestinationTempo), fmt.Sprintf("writer-tempo-p%d", p))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return false // the writer has not taken this partition yet
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
