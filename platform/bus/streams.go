@@ -28,6 +28,12 @@ func DestStreamConfig(dest string, retention config.StreamConfig, dupWindow time
 	// Limits retention: acked messages stay until maxAge or maxBytes, so a
 	// window can be replayed.
 	sc.Retention = jetstream.LimitsPolicy
+	// Delivered messages fill the stream too, so refusing publishes when
+	// it is full (DiscardNew) would block on data that is safe. The block
+	// policy is kept by the router instead, which stops routing while the
+	// undelivered part nears maxBytes (UndeliveredBytes); the stream itself
+	// makes room by removing its oldest, delivered, messages.
+	sc.Discard = jetstream.DiscardOld
 	sc.Description = "Watershed buffer of destination " + dest
 	return sc
 }

@@ -226,7 +226,7 @@ func (c *StreamConfig) registerFlags(prefix string, f *flag.FlagSet, maxAge time
 	c.MaxBytes = maxBytes
 	f.Var(&c.MaxBytes, prefix+"maxBytes", "Largest size of the stream on disk.")
 	f.IntVar(&c.Replicas, prefix+"replicas", 1, "Stream replicas (3 on a 3-node JetStream cluster).")
-	f.StringVar(&c.Discard, prefix+"discard", DiscardDropOldest, "When full: dropOldest removes the oldest messages, block refuses publishes so that publishers slow down.")
+	f.StringVar(&c.Discard, prefix+"discard", DiscardDropOldest, "When full: dropOldest removes the oldest messages, delivered or not (undelivered ones are counted as dropped); block never removes undelivered data: the raw stream refuses publishes so that collectors and receivers slow down, and routing to a destination waits while its undelivered data is at 90% of maxBytes (delivered messages make room).")
 }
 
 func (c *StreamConfig) validate(path string) error {

@@ -166,7 +166,7 @@ func (w *Writer) stopping(_ error) error {
 // runPartition sends one partition while this replica holds it.
 func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error {
 	dest, p := w.cfg.Protocol.Destination, lease.Partition
-	name := fmt.Sprintf("writer-%s-p%d", dest, p)
+	name := bus.WriterConsumer(dest, p)
 	cc := bus.PartitionConsumerConfig(name, bus.DestSubject(dest, p), w.cfg.Batch, w.cfg.Queue.AckWait, w.cfg.NATS.Groups.Lease)
 	// One reader sends a partition in order, so acking the last message
 	// of a request acks the request.

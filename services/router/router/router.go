@@ -59,6 +59,8 @@ type metrics struct {
 	routedMessages *prometheus.CounterVec
 	routedItems    *prometheus.CounterVec
 	dropped        *prometheus.CounterVec
+	undelivered    *prometheus.GaugeVec
+	blocked        *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -76,6 +78,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "watershed_router_dropped_messages_total",
 			Help: "Raw messages that could not be routed and were removed, by reason.",
 		}, []string{"reason"}),
+		undelivered: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "watershed_router_destination_undelivered_bytes",
+			Help: "Estimated bytes of a block-policy destination's stream its writers have not acknowledged.",
+		}, []string{"destination"}),
+		blocked: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "watershed_router_destination_blocked",
+			Help: "1 while routing to a block-policy destination waits for its writers (undelivered data near maxBytes).",
+		}, []string{"destination"}),
 	}
 }
 
@@ -93,6 +103,7 @@ type Router struct {
 	seqs    map[string]*partitionSeqs // by destination
 	group   *partgroup.Group
 	failure *services.FailureWatcher
+	backlog *backlogWatcher
 }
 
 // New makes the router service.
@@ -157,10 +168,22 @@ func (r *Router) starting(ctx context.Context) error {
 		return err
 	}
 	r.failure.WatchService(r.group)
+	r.backlog = &backlogWatcher{
+		js: js, partitions: r.cfg.NATS.Partitions, interval: time.Second, gates: map[string]*gate{},
+		undelivered: r.metrics.undelivered, blocked: r.metrics.blocked, logger: r.logger,
+	}
+	for _, d := range r.cfg.Routes {
+		if d.Buffer.Discard == config.DiscardBlock {
+			r.backlog.gates[d.Name] = newGate(d.Name, uint64(d.Buffer.MaxBytes))
+		}
+	}
 	return services.StartAndAwaitRunning(ctx, r.group)
 }
 
 func (r *Router) running(ctx context.Context) error {
+	if len(r.backlog.gates) > 0 {
+		go r.backlog.run(ctx)
+	}
 	select {
 	case <-ctx.Done():
 		return nil
@@ -247,6 +270,11 @@ func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
 		if o.Count != count || len(outs) > 1 {
 			out.Header.Set(bus.HeaderCount, strconv.Itoa(o.Count))
 		}
+		if g := r.backlog.gates[dest.Name]; g != nil {
+			if err := g.wait(ctx); err != nil {
+				return err
+			}
+		}
 		seqs := r.seqs[dest.Name]
 		seq, err := seqs.next(ctx, partition)
 		if err != nil {
@@ -265,6 +293,9 @@ func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
 		}
 		if seq > 0 {
 			seqs.stored(partition, seq, ack.Duplicate)
+		}
+		if g := r.backlog.gates[dest.Name]; g != nil && !ack.Duplicate {
+			g.stored(out.Size())
 		}
 	}
 	if err := msg.Ack(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
