@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grafana/dskit/services"
@@ -258,9 +259,7 @@ func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
 	for i, o := range outs {
 		out := nats.NewMsg(bus.DestSubject(dest.Name, partition))
 		out.Data = o.Data
-		for k, v := range h {
-			out.Header[k] = v
-		}
+		copyHeaders(out.Header, h)
 		out.Header.Set(bus.HeaderTenant, cmp.Or(o.Tenant, dest.Tenant))
 		if len(outs) > 1 {
 			// One message per tenant: each keeps an id of its own, the
@@ -305,6 +304,21 @@ func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
 	r.metrics.routedMessages.WithLabelValues(signal, dest.Name).Inc()
 	r.metrics.routedItems.WithLabelValues(signal, dest.Name).Add(float64(count))
 	return nil
+}
+
+// copyHeaders copies a raw message's headers to its routed copy, except
+// those JetStream set on delivery (Nats-Pin-Id, ...): stored in the
+// destination stream, the router's pin id would come back to the writer
+// with the server's own, and its client would pull with the router's pin,
+// be refused, and wait out the pinned TTL before getting messages again.
+// Nats-Msg-Id is kept: it makes routing twice store once.
+func copyHeaders(dst, src nats.Header) {
+	for k, v := range src {
+		if strings.HasPrefix(k, "Nats-") && k != jetstream.MsgIDHeader {
+			continue
+		}
+		dst[k] = v
+	}
 }
 
 func (r *Router) drop(msg jetstream.Msg, reason string, err error) {

@@ -121,6 +121,11 @@ func TestRouterMovesMessagesInOrderWithTenant(t *testing.T) {
 			t.Errorf("message %s tenant %q, want %q", m.Data, m.Header.Get(bus.HeaderTenant), wantTenant)
 		}
 		got = append(got, string(m.Data))
+		// The router's consumer is pinned: the pin id it was delivered
+		// with must not be stored, or it would mislead the writer's client.
+		if pin := m.Header.Get("Nats-Pin-Id"); pin != "" {
+			t.Errorf("message %s stored with the router's Nats-Pin-Id %s", m.Data, pin)
+		}
 		if n, _ := bus.PartitionSeq(m.Header); n != uint64(len(got)) {
 			t.Errorf("message %s numbered %d in its partition, want %d", m.Data, n, len(got))
 		}
