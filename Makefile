@@ -99,6 +99,7 @@ bench: tools tools-bench build
 	go run ./cmd/watershed/bench/e2e -signal=logs -log-rate=10 -duration=30s -collector-only
 	go run ./cmd/watershed/bench/e2e -signal=traces -span-rate=100000 -workers=16 -duration=30s
 	go run ./cmd/watershed/bench/e2e -signal=catchup -outage=5m
+	go run ./cmd/watershed/bench/e2e -signal=catchup -outage=5m -writers=3
 
 # Container images, one per service (build/Dockerfile.<service>), tagged
 # as deploy/base/kustomization.yaml pins them. Needs docker.

@@ -16,8 +16,9 @@ import (
 // runCatchup measures how fast the pipeline drains its buffer after an
 // outage: the remote-write receiver answers 503 for -outage while the
 // targets are scraped as usual, then comes back; the bench times how long
-// writer-mimir takes to deliver everything published until then, and its
-// rate against the live rate.
+// the -writers replicas of writer-mimir (one in the all-in-one, the
+// others in processes of their own on its bus) take to deliver everything
+// published until then, and their rate against the live rate.
 func runCatchup(o options) error {
 	targets, err := serveTargets(o.targets, o.series)
 	if err != nil {
@@ -34,28 +35,64 @@ func runCatchup(o options) error {
 		return err
 	}
 	defer cleanup()
-	cfgFile := filepath.Join(dir, "bench.yaml")
-	if err := os.WriteFile(cfgFile, []byte(benchConfig(o, dir, httpAddr, targets, recvAddr)), 0o644); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.outage+30*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, o.binary, "run", "-config.file="+cfgFile)
-	logFile, err := os.Create(filepath.Join(dir, "watershed.log"))
+	natsAddr, err := freeAddr()
 	if err != nil {
 		return err
 	}
-	defer logFile.Close()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
+	cfg := strings.Replace(benchConfig(o, dir, httpAddr, targets, recvAddr), `listenAddress: "127.0.0.1:-1"`, fmt.Sprintf("listenAddress: %q", natsAddr), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), o.outage+30*time.Minute)
+	defer cancel()
+	procs := []*benchProcess{}
+	defer func() {
+		for _, p := range procs {
+			p.stop()
+		}
+	}()
+	allInOne, err := startBenchProcess(ctx, o.binary, filepath.Join(dir, "all"), cfg, httpAddr, "all")
+	if err != nil {
 		return err
 	}
-	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
+	procs = append(procs, allInOne)
+	for i := 1; i < o.writers; i++ {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		wcfg := fmt.Sprintf(`cluster: {name: bench}
+server: {httpListenAddress: %q, logLevel: warn}
+nats: {url: "nats://%s"}
+externalServices:
+  prometheus: {host: "http://%s", writeEndpoint: /api/v1/write}
+`, addr, natsAddr, recvAddr)
+		w, err := startBenchProcess(ctx, o.binary, filepath.Join(dir, fmt.Sprintf("writer-%d", i)), wcfg, addr, "writer-mimir")
+		if err != nil {
+			return err
+		}
+		procs = append(procs, w)
+	}
+	sentByAll := func() float64 {
+		total := 0.0
+		for _, p := range procs {
+			total += counterSum(p.httpAddr, `watershed_writer_items_sent_total{destination="prometheus"}`)
+		}
+		return total
+	}
+	cpuOfAll := func() (float64, error) {
+		total := 0.0
+		for _, p := range procs {
+			c, err := cpuSeconds(p.cmd.Process.Pid)
+			if err != nil {
+				return 0, err
+			}
+			total += c
+		}
+		return total, nil
+	}
 
 	time.Sleep(o.outage) // the outage: a benchmark phase, not synchronisation
 	published := counterSum(httpAddr, "watershed_collector_samples_published_total")
-	sent0 := counterSum(httpAddr, `watershed_writer_items_sent_total{destination="prometheus"}`)
-	cpu0, err := cpuSeconds(cmd.Process.Pid)
+	sent0 := sentByAll()
+	cpu0, err := cpuOfAll()
 	if err != nil {
 		return err
 	}
@@ -69,22 +106,26 @@ func runCatchup(o options) error {
 			return fmt.Errorf("backlog not drained in 30 minutes: %.0f of %.0f", sent, published)
 		}
 		<-tick.C
-		sent = counterSum(httpAddr, `watershed_writer_items_sent_total{destination="prometheus"}`)
+		sent = sentByAll()
 	}
 	elapsed := time.Since(start)
-	cpu1, err := cpuSeconds(cmd.Process.Pid)
+	cpu1, err := cpuOfAll()
 	if err != nil {
 		return err
 	}
-	rss, err := peakRSS(cmd.Process.Pid)
-	if err != nil {
-		return err
+	var rss int64
+	for _, p := range procs {
+		r, err := peakRSS(p.cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		rss += r
 	}
 	live := float64(o.targets*(o.series+5)) / o.interval.Seconds()
 	catchup := (sent - sent0) / elapsed.Seconds()
-	fmt.Printf("catch-up after a %s outage: %d targets x %d series every %s (live %.0f samples/s), one writer-mimir in the all-in-one\n",
-		o.outage, o.targets, o.series, o.interval, live)
-	fmt.Printf("| backlog at recovery (samples) | drained in | delivered/s while catching up | x live rate | cores used | peak RSS |\n")
+	fmt.Printf("catch-up after a %s outage: %d targets x %d series every %s (live %.0f samples/s), %d writer-mimir replica(s) (one in the all-in-one)\n",
+		o.outage, o.targets, o.series, o.interval, live, o.writers)
+	fmt.Printf("| backlog at recovery (samples) | drained in | delivered/s while catching up | x live rate | cores used (all processes) | peak RSS (sum) |\n")
 	fmt.Printf("| --- | --- | --- | --- | --- | --- |\n")
 	fmt.Printf("| %.0f | %s | %.0f | %.1f | %.2f | %.1f MiB |\n", published-sent0, elapsed.Round(100*time.Millisecond), catchup, catchup/live,
 		(cpu1-cpu0)/elapsed.Seconds(), float64(rss)/(1<<20))
@@ -93,6 +134,40 @@ func runCatchup(o options) error {
 		return fmt.Errorf("receiver refused %d requests", rejected)
 	}
 	return nil
+}
+
+// benchProcess is a watershed process of a bench run.
+type benchProcess struct {
+	cmd      *exec.Cmd
+	httpAddr string
+	log      *os.File
+}
+
+func startBenchProcess(ctx context.Context, binary, dir, cfg, httpAddr, target string) (*benchProcess, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cfgFile := filepath.Join(dir, "bench.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "watershed.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, binary, "run", "-config.file="+cfgFile, "-target="+target)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", binary, err)
+	}
+	return &benchProcess{cmd: cmd, httpAddr: httpAddr, log: logFile}, nil
+}
+
+func (p *benchProcess) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	_ = p.cmd.Wait()
+	_ = p.log.Close()
 }
 
 // counterSum adds up the samples of a series (or family) on /metrics

@@ -48,8 +48,9 @@ type options struct {
 	workers      int
 	childSpans   int
 	batchSize    int
-	// Catch-up: how long the backend is down.
-	outage time.Duration
+	// Catch-up: how long the backend is down, and writer-mimir replicas.
+	outage  time.Duration
+	writers int
 }
 
 func main() {
@@ -70,6 +71,7 @@ func main() {
 	flag.IntVar(&o.workers, "workers", 4, "traces: telemetrygen workers")
 	flag.IntVar(&o.childSpans, "child-spans", 9, "traces: child spans per trace")
 	flag.DurationVar(&o.outage, "outage", 5*time.Minute, "catchup: how long the remote-write receiver answers 503 before it comes back")
+	flag.IntVar(&o.writers, "writers", 1, "catchup: writer-mimir replicas sharing the partitions")
 	flag.IntVar(&o.batchSize, "batch-size", 512, "traces: spans per export request (512 is the OpenTelemetry SDKs' default batch)")
 	flag.Parse()
 	runSignal := run
