@@ -84,7 +84,7 @@ func showStatus(args []string) int {
 		return 1
 	}
 	defer b.Close()
-	r, err := status.Gather(ctx, b.JetStream(), time.Now())
+	r, err := status.Gather(ctx, b.JetStream(), cfg.NATS.Partitions, time.Now())
 	if err == nil {
 		err = status.Print(os.Stdout, r)
 	}

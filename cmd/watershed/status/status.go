@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -46,14 +48,27 @@ type Collector struct {
 	AssignmentEpoch uint64
 }
 
+// Group is the replicas of the router or of a writer, and the partitions
+// each holds.
+type Group struct {
+	Name string
+	// Held maps a live replica to the partitions it holds.
+	Held map[string]int
+	// Unheld counts partitions no replica holds now (a handover, or a
+	// replica that died and whose claims have not expired).
+	Unheld int
+}
+
 // Report is the state of the bus.
 type Report struct {
 	Streams    []Stream
 	Collectors []Collector
+	Groups     []Group
 }
 
-// Gather reads the state of every WS_ stream and the heartbeats.
-func Gather(ctx context.Context, js jetstream.JetStream, now time.Time) (*Report, error) {
+// Gather reads the state of every WS_ stream, the partition groups of the
+// router and the writers (nats.partitions each), and the heartbeats.
+func Gather(ctx context.Context, js jetstream.JetStream, partitions int, now time.Time) (*Report, error) {
 	r := &Report{}
 	names := js.StreamNames(ctx)
 	var list []string
@@ -73,6 +88,11 @@ func Gather(ctx context.Context, js jetstream.JetStream, now time.Time) (*Report
 		}
 		r.Streams = append(r.Streams, st)
 	}
+	groups, err := gatherGroups(ctx, js, partitions)
+	if err != nil {
+		return nil, err
+	}
+	r.Groups = groups
 	kv, err := js.KeyValue(ctx, collector.HeartbeatBucket)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
@@ -104,6 +124,53 @@ func Gather(ctx context.Context, js jetstream.JetStream, now time.Time) (*Report
 	}
 	sort.Slice(r.Collectors, func(i, j int) bool { return r.Collectors[i].Name < r.Collectors[j].Name })
 	return r, nil
+}
+
+// gatherGroups reads the partition groups of the router and the writers:
+// live members (heartbeats) and the claims.
+func gatherGroups(ctx context.Context, js jetstream.JetStream, partitions int) ([]Group, error) {
+	kv, err := js.KeyValue(ctx, bus.PartitionGroupsBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("partition groups: %w", err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("partition groups: %w", err)
+	}
+	byName := map[string]*Group{}
+	claims := map[string]int{}
+	for key := range keys.Keys() {
+		name, rest, ok := strings.Cut(key, ".")
+		if !ok {
+			continue
+		}
+		g := byName[name]
+		if g == nil {
+			g = &Group{Name: name, Held: map[string]int{}}
+			byName[name] = g
+		}
+		switch {
+		case strings.HasPrefix(rest, "m."):
+			g.Held[strings.TrimPrefix(rest, "m.")] += 0
+		case strings.HasPrefix(rest, "p."):
+			entry, err := kv.Get(ctx, key)
+			if err != nil {
+				continue // released meanwhile
+			}
+			g.Held[string(entry.Value())]++
+			claims[name]++
+		}
+	}
+	var out []Group
+	for _, g := range byName {
+		g.Unheld = max(partitions-claims[g.Name], 0)
+		out = append(out, *g)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }
 
 func gatherStream(ctx context.Context, js jetstream.JetStream, name string, now time.Time) (Stream, error) {
@@ -142,6 +209,15 @@ func Print(w io.Writer, r *Report) error {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%d\n", s.Name, s.Messages, bytesString(s.Bytes), full,
 			age(s.OldestAge), s.Consumers, s.Pending, s.MaxPartition, s.AckPending, age(s.OldestUnacked), s.Redelivered)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "GROUP\tREPLICAS\tPARTITIONS HELD\tNOT HELD")
+	for _, g := range r.Groups {
+		var held []string
+		for _, m := range slices.Sorted(maps.Keys(g.Held)) {
+			held = append(held, fmt.Sprintf("%s:%d", m, g.Held[m]))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\n", g.Name, len(g.Held), strings.Join(held, " "), g.Unheld)
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "COLLECTOR\tLAST HEARTBEAT\tTARGETS\tDOWN\tSAMPLES SENT\tSAMPLES DROPPED\tASSIGNMENT EPOCH")

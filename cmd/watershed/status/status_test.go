@@ -13,6 +13,7 @@ import (
 
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/bus/bustest"
+	"github.com/watershed-dev/watershed/platform/partgroup"
 	"github.com/watershed-dev/watershed/proto/watershedv1"
 	"github.com/watershed-dev/watershed/services/node-collector/collector"
 )
@@ -53,8 +54,23 @@ func TestGatherAndPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Two writer replicas: w1 holds partitions 0 and 1, w2 holds 2; 3 is
+	// between owners.
+	groups, err := partgroup.EnsureBucket(ctx, js, bus.PartitionGroupsBucket, time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"writer-prometheus.m.w1": "", "writer-prometheus.m.w2": "",
+		"writer-prometheus.p.0": "w1", "writer-prometheus.p.1": "w1", "writer-prometheus.p.2": "w2",
+	} {
+		if _, err := groups.Put(ctx, k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// A minute from now, the oldest message nobody acknowledged is a minute old.
-	r, err := Gather(ctx, js, time.Now().Add(time.Minute))
+	r, err := Gather(ctx, js, 4, time.Now().Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,11 +87,14 @@ func TestGatherAndPrint(t *testing.T) {
 	if len(r.Collectors) != 1 || r.Collectors[0] != (Collector{Name: "node-a", Age: r.Collectors[0].Age, Targets: 2, Down: 1, SamplesSent: 100, AssignmentEpoch: 7}) {
 		t.Errorf("collectors %+v", r.Collectors)
 	}
+	if len(r.Groups) != 1 || r.Groups[0].Name != "writer-prometheus" || r.Groups[0].Held["w1"] != 2 || r.Groups[0].Held["w2"] != 1 || r.Groups[0].Unheld != 1 {
+		t.Errorf("groups %+v, want writer-prometheus with w1:2 w2:1 and 1 not held", r.Groups)
+	}
 	var out bytes.Buffer
 	if err := Print(&out, r); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"STREAM", "OLDEST NOT ACKED", "WS_RAW", "COLLECTOR", "node-a"} {
+	for _, want := range []string{"STREAM", "OLDEST NOT ACKED", "WS_RAW", "COLLECTOR", "node-a", "GROUP", "w1:2 w2:1"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
