@@ -13,6 +13,7 @@ type metrics struct {
 	messagesAcked   prometheus.Counter
 	itemsRejected   *prometheus.CounterVec
 	itemsResentHeld prometheus.Counter
+	itemsResent     prometheus.Counter
 	messagesDropped *prometheus.CounterVec
 	requests        *prometheus.CounterVec
 	retries         *prometheus.CounterVec
@@ -35,6 +36,10 @@ func newMetrics(reg prometheus.Registerer, dest string) *metrics {
 		messagesAcked: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_writer_messages_acked_total", ConstLabels: cl,
 			Help: "Bus messages acked: sent, or refused for good.",
+		}),
+		itemsResent: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_writer_items_resent_total", ConstLabels: cl,
+			Help: "Items sent again because a previous owner of their partition stopped without acknowledging them: each may be a duplicate at the backend (at least once).",
 		}),
 		itemsResentHeld: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_writer_items_resent_already_held_total", ConstLabels: cl,

@@ -363,6 +363,9 @@ func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, items 
 			lastProgress = time.Now()
 		}
 	})
+	if p.resending && (err == nil || errors.As(err, new(*SendError))) {
+		w.metrics.itemsResent.Add(float64(items))
+	}
 	var se *SendError
 	switch {
 	case err == nil:
