@@ -125,23 +125,15 @@ func (w *Writer) starting(ctx context.Context) error {
 	}
 	w.stream = stream
 	groups := w.cfg.NATS.Groups
-	kv, err := partgroup.EnsureBucket(ctx, js, bus.PartitionGroupsBucket, groups.Lease, w.cfg.Buffer.Replicas)
-	if err != nil {
-		return err
-	}
-	member := w.cfg.Member
-	if member == "" {
-		member = partgroup.HostMember()
-	}
-	w.group, err = partgroup.New(partgroup.Config{
-		Group: "writer-" + dest, Partitions: w.cfg.NATS.Partitions, Member: member,
+	w.group, err = partgroup.Join(ctx, js, bus.PartitionGroupsBucket, w.cfg.Buffer.Replicas, partgroup.Config{
+		Group: "writer-" + dest, Partitions: w.cfg.NATS.Partitions, Member: w.cfg.Member,
 		Lease: groups.Lease, DrainTimeout: groups.DrainTimeout,
-	}, kv, w.runPartition, w.reg, w.logger)
+	}, w.runPartition, w.reg, w.logger)
 	if err != nil {
 		return err
 	}
 	w.failure.WatchService(w.group)
-	return services.StartAndAwaitRunning(ctx, w.group)
+	return nil
 }
 
 func (w *Writer) running(ctx context.Context) error {

@@ -171,6 +171,26 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string, leas
 	return kv, nil
 }
 
+// Join ensures the bucket of groups, then makes this replica's group and
+// starts it; cfg.Member "" is HostMember(). The caller stops it.
+func Join(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, cfg Config, work Work, reg prometheus.Registerer, logger *slog.Logger) (*Group, error) {
+	kv, err := EnsureBucket(ctx, js, bucket, cfg.Lease, replicas)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Member == "" {
+		cfg.Member = HostMember()
+	}
+	g, err := New(cfg, kv, work, reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := services.StartAndAwaitRunning(ctx, g); err != nil {
+		return nil, fmt.Errorf("partition group %s: %w", cfg.Group, err)
+	}
+	return g, nil
+}
+
 func (g *Group) memberKey(m string) string { return g.cfg.Group + ".m." + m }
 func (g *Group) claimKey(p int) string     { return g.cfg.Group + ".p." + strconv.Itoa(p) }
 

@@ -40,7 +40,9 @@ func TestBlockPolicyWaitsForTheWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	routed := func() float64 { return testutil.ToFloat64(r.metrics.routedMessages.WithLabelValues("metrics", "prometheus")) }
+	routed := func() float64 {
+		return testutil.ToFloat64(r.metrics.routedMessages.WithLabelValues("metrics", "prometheus"))
+	}
 	blocked := func() float64 { return testutil.ToFloat64(r.metrics.blocked.WithLabelValues("prometheus")) }
 	waitFor(t, "routing to stop at the block threshold", func() bool { return blocked() == 1 })
 	stopped := routed()

@@ -152,23 +152,7 @@ func (r *Router) starting(ctx context.Context) error {
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("remove consumer %s: %w", legacyConsumer, err)
 	}
-	groups := r.cfg.NATS.Groups
-	kv, err := partgroup.EnsureBucket(ctx, js, bus.PartitionGroupsBucket, groups.Lease, r.cfg.NATS.RawStream.Replicas)
-	if err != nil {
-		return err
-	}
-	member := r.cfg.Member
-	if member == "" {
-		member = partgroup.HostMember()
-	}
-	r.group, err = partgroup.New(partgroup.Config{
-		Group: "router", Partitions: r.cfg.NATS.Partitions, Member: member,
-		Lease: groups.Lease, DrainTimeout: groups.DrainTimeout,
-	}, kv, r.runPartition, r.reg, r.logger)
-	if err != nil {
-		return err
-	}
-	r.failure.WatchService(r.group)
+	// The partitions' work routes through the gates: they exist first.
 	r.backlog = &backlogWatcher{
 		js: js, partitions: r.cfg.NATS.Partitions, interval: time.Second, gates: map[string]*gate{},
 		undelivered: r.metrics.undelivered, blocked: r.metrics.blocked, logger: r.logger,
@@ -178,7 +162,16 @@ func (r *Router) starting(ctx context.Context) error {
 			r.backlog.gates[d.Name] = newGate(d.Name, uint64(d.Buffer.MaxBytes))
 		}
 	}
-	return services.StartAndAwaitRunning(ctx, r.group)
+	groups := r.cfg.NATS.Groups
+	r.group, err = partgroup.Join(ctx, js, bus.PartitionGroupsBucket, r.cfg.NATS.RawStream.Replicas, partgroup.Config{
+		Group: "router", Partitions: r.cfg.NATS.Partitions, Member: r.cfg.Member,
+		Lease: groups.Lease, DrainTimeout: groups.DrainTimeout,
+	}, r.runPartition, r.reg, r.logger)
+	if err != nil {
+		return err
+	}
+	r.failure.WatchService(r.group)
+	return nil
 }
 
 func (r *Router) running(ctx context.Context) error {
