@@ -50,6 +50,22 @@ type vlEntry struct {
 	PodUID string `json:"k8s_pod_uid"`
 }
 
+// awaitLines polls until VictoriaLogs stores at least n entries and
+// returns them all.
+func (v *victoriaLogs) awaitLines(t *testing.T, n int, timeout time.Duration) []vlEntry {
+	t.Helper()
+	var got []vlEntry
+	waitFor(t, timeout, "every line in VictoriaLogs", func() (bool, string) {
+		var err error
+		got, err = v.query(t)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(got) >= n, fmt.Sprintf("%d of %d lines", len(got), n)
+	})
+	return got
+}
+
 // query returns every entry stored.
 func (v *victoriaLogs) query(t *testing.T) ([]vlEntry, error) {
 	resp, err := http.PostForm("http://"+v.addr+"/select/logsql/query", url.Values{"query": {"*"}})
@@ -297,15 +313,7 @@ func TestLogsExactlyOnceThroughRotationKillAndOutage(t *testing.T) {
 	vl.start(t)
 	total := w.next
 
-	var got []vlEntry
-	waitFor(t, 90*time.Second, "every line in VictoriaLogs", func() (bool, string) {
-		var err error
-		got, err = vl.query(t)
-		if err != nil {
-			return false, err.Error()
-		}
-		return len(got) >= total, fmt.Sprintf("%d of %d lines", len(got), total)
-	})
+	got := vl.awaitLines(t, total, 90*time.Second)
 	seen := map[string]int{}
 	wantStream := fmt.Sprintf(`{cluster="e2e",filename=%q,job="e2e/app",stream="stdout"}`, w.path)
 	for _, e := range got {

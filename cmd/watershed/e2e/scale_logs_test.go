@@ -83,15 +83,7 @@ func TestLogWritersScaleOutAndCrash(t *testing.T) {
 		return routed() >= float64(total), fmt.Sprintf("routed %v of %d", routed(), total)
 	})
 
-	var got []vlEntry
-	waitFor(t, 60*time.Second, "every line in VictoriaLogs", func() (bool, string) {
-		var err error
-		got, err = vl.query(t)
-		if err != nil {
-			return false, err.Error()
-		}
-		return len(got) >= total, fmt.Sprintf("%d of %d lines", len(got), total)
-	})
+	got := vl.awaitLines(t, total, 60*time.Second)
 	seen := map[string]int{}
 	for _, e := range got {
 		seen[e.Stream+" "+e.Msg]++
