@@ -241,7 +241,7 @@ func (w *logWriter) rotateCopyTruncate(suffix string) {
 // TestLogsExactlyOnceThroughRotationKillAndOutage: a node collector in
 // its own process tails a CRI file that is written, rotated both ways,
 // while the collector is SIGKILLed and restarted and while the Loki-protocol
-// backend (a real VictoriaLogs) is down for 30 s. Every line arrives once,
+// backend (a real VictoriaLogs) is down for 60 s. Every line arrives once,
 // with its labels and its own timestamp.
 func TestLogsExactlyOnceThroughRotationKillAndOutage(t *testing.T) {
 	vl := startVictoriaLogs(t)
@@ -302,10 +302,10 @@ func TestLogsExactlyOnceThroughRotationKillAndOutage(t *testing.T) {
 	coll.start(t)
 	waitPublished(w.next)
 
-	// The backend goes away for 30 s while lines keep coming.
+	// The backend goes away for 60 s while lines keep coming.
 	vl.srv.stop(t)
 	outageStart := time.Now()
-	for time.Since(outageStart) < 30*time.Second {
+	for time.Since(outageStart) < 60*time.Second {
 		w.write(200)
 		w.rotateRename(fmt.Sprintf(".%d", w.next))
 		waitPublished(w.next)
@@ -339,7 +339,7 @@ func TestLogsExactlyOnceThroughRotationKillAndOutage(t *testing.T) {
 			t.Errorf("%q has time %s, want %s", e.Msg, e.Time, lineTime(w.ts, i).Format(time.RFC3339Nano))
 		}
 	}
-	t.Logf("%d lines exactly once; collector restarts 1, rotations %d, outage 30s", total, 2+(total-8000)/200)
+	t.Logf("%d lines exactly once; collector restarts 1, rotations %d, outage 60s", total, 2+(total-8000)/200)
 }
 
 // writeCRILog writes lines to a container log file as a CRI runtime does.
