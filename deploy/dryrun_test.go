@@ -52,9 +52,9 @@ func TestServerSideDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, dir := range map[string]string{
-		"dev":                    "overlays/dev",
-		"production":             "overlays/production",
-		"production+keda":        withComponents(t, "overlays/production", "components/keda"),
+		"dev":             "overlays/dev",
+		"production":      "overlays/production",
+		"production+keda": withComponents(t, "overlays/production", "components/keda"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			opts := krusty.MakeDefaultOptions()

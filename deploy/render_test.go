@@ -157,8 +157,8 @@ func withComponents(t *testing.T, overlay string, components ...string) string {
 func overlays(t *testing.T) map[string]*rendered {
 	t.Helper()
 	return map[string]*rendered{
-		"dev":                    render(t, "overlays/dev"),
-		"production":             render(t, "overlays/production"),
-		"production+keda":        render(t, withComponents(t, "overlays/production", "components/keda")),
+		"dev":             render(t, "overlays/dev"),
+		"production":      render(t, "overlays/production"),
+		"production+keda": render(t, withComponents(t, "overlays/production", "components/keda")),
 	}
 }
