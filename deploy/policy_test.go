@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	policyv1 "k8s.io/api/policy/v1"
 	"net"
 	"path"
 	"slices"
@@ -450,6 +451,29 @@ func TestOneAutoscalerPerWorkload(t *testing.T) {
 			for _, w := range []string{"router", "writer-mimir", "writer-loki", "writer-tempo"} {
 				if len(scalers[w]) != 1 {
 					t.Errorf("deployment %s has autoscalers %v, want exactly one", w, scalers[w])
+				}
+			}
+		})
+	}
+}
+
+// TestProductionHasDisruptionBudgets: every workload production runs with
+// several replicas has a PodDisruptionBudget, so a node drain never takes
+// them all at once.
+func TestProductionHasDisruptionBudgets(t *testing.T) {
+	for name, r := range overlays(t) {
+		if name == "dev" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			budgeted := map[string]bool{}
+			for _, o := range r.all("PodDisruptionBudget") {
+				p := o.(*policyv1.PodDisruptionBudget)
+				budgeted[p.Spec.Selector.MatchLabels["app.kubernetes.io/name"]] = true
+			}
+			for _, w := range []string{"nats", "discovery", "router", "writer-mimir", "writer-loki", "writer-tempo"} {
+				if !budgeted[w] {
+					t.Errorf("%s has no PodDisruptionBudget", w)
 				}
 			}
 		})
