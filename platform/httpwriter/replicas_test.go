@@ -136,11 +136,7 @@ type replica struct {
 func startReplica(t *testing.T, natsCfg config.NATSConfig, url, member string) *replica {
 	t.Helper()
 	ctx := context.Background()
-	b, err := bus.Open(ctx, natsCfg, member, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b := bustest.Connect(t, natsCfg, member)
 	reg := prometheus.NewRegistry()
 	cfg := Config{
 		NATS: natsCfg, URL: url, UserAgent: "test", Batch: 16, Member: member,
@@ -190,9 +186,7 @@ func TestWritersScaleOutAndInWithoutLossOrDisorder(t *testing.T) {
 	natsCfg := bustest.NATSConfig(t.TempDir())
 	natsCfg.Partitions = partitions
 	natsCfg.Groups.Lease = 1500 * time.Millisecond
-	server := bustest.Open(t, natsCfg)
-	external := natsCfg
-	external.URL = server.ClientURL()
+	server, external := bustest.Shared(t, natsCfg)
 	ref := newReferee()
 	srv := httptest.NewServer(ref)
 	t.Cleanup(srv.Close)

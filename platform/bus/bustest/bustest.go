@@ -32,3 +32,26 @@ func Open(t testing.TB, cfg config.NATSConfig) *bus.Bus {
 	t.Cleanup(func() { _ = b.Close() })
 	return b
 }
+
+// Shared starts an embedded JetStream server for several replicas and
+// returns it with the configuration by which each replica connects to it
+// on a connection of its own (see Connect), as separate processes do.
+func Shared(t testing.TB, cfg config.NATSConfig) (server *bus.Bus, client config.NATSConfig) {
+	t.Helper()
+	server = Open(t, cfg)
+	client = cfg
+	client.URL = server.ClientURL()
+	return server, client
+}
+
+// Connect opens a replica's own connection to a Shared server; it is
+// closed when the test ends (or earlier, to simulate a crash).
+func Connect(t testing.TB, client config.NATSConfig, name string) *bus.Bus {
+	t.Helper()
+	b, err := bus.Open(context.Background(), client, name, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("connect %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}

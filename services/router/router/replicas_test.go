@@ -25,18 +25,12 @@ func TestRoutersShareThePartitionsInOrder(t *testing.T) {
 	natsCfg := bustest.NATSConfig(t.TempDir())
 	natsCfg.Partitions = partitions
 	natsCfg.Groups.Lease = 1500 * time.Millisecond
-	server := bustest.Open(t, natsCfg)
-	external := natsCfg
-	external.URL = server.ClientURL()
+	server, external := bustest.Shared(t, natsCfg)
 	ctx := context.Background()
 
 	start := func(member string) (*Router, *prometheus.Registry) {
 		t.Helper()
-		b, err := bus.Open(ctx, external, member, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
+		b := bustest.Connect(t, external, member)
 		reg := prometheus.NewRegistry()
 		r := New(Config{
 			NATS: external, Batch: 8, AckWait: time.Minute, Member: member,
