@@ -18,12 +18,16 @@ VICTORIA_LOGS_VERSION := v1.52.1
 JAEGER_VERSION := 1.76.0
 # telemetrygen is the span load of the trace benchmark.
 TELEMETRYGEN_VERSION := v0.161.0
+# The peers of `make bench-compare`.
+VMAGENT_VERSION := v1.151.0
+NATS_SERVER_VERSION := v2.15.2
+OCB_VERSION := v0.165.0
 export PATH := $(TOOLS_DIR)/bin:$(PATH)
 
 MODULES := platform proto deploy services/discovery services/node-collector services/router services/writer-loki services/writer-mimir services/writer-tempo cmd/watershed
 CONFIG ?= examples/local.yaml
 
-.PHONY: all build run test bench proto tools tools-k8s tools-jaeger tools-bench deps-debian tidy clean images
+.PHONY: all build run test bench bench-compare proto tools tools-k8s tools-jaeger tools-bench tools-compare deps-debian tidy clean images
 
 all: build
 
@@ -100,6 +104,19 @@ bench: tools tools-bench build
 	go run ./cmd/watershed/bench/e2e -signal=traces -span-rate=100000 -workers=16 -duration=30s
 	go run ./cmd/watershed/bench/e2e -signal=catchup -outage=5m
 	go run ./cmd/watershed/bench/e2e -signal=catchup -outage=5m -writers=3
+
+# The peers of the side-by-side benchmark, installed once per version.
+tools-compare: deps-debian tools-bench
+	@TOOLS_DIR="$(TOOLS_DIR)" VMAGENT_VERSION="$(VMAGENT_VERSION)" NATS_SERVER_VERSION="$(NATS_SERVER_VERSION)" OCB_VERSION="$(OCB_VERSION)" ./hack/bench-peers.sh
+
+# Watershed side by side with vmagent, Prometheus in agent mode and the
+# OpenTelemetry Collector: the same targets, files, load, receivers and
+# durations for each; one table per signal (bench/results.md keeps them).
+bench-compare: tools-compare build
+	go run ./cmd/watershed/bench/e2e -signal=compare-metrics -duration=60s
+	go run ./cmd/watershed/bench/e2e -signal=compare-metrics -series=10000 -targets=20 -duration=60s
+	go run ./cmd/watershed/bench/e2e -signal=compare-logs -log-rate=20 -duration=60s
+	go run ./cmd/watershed/bench/e2e -signal=compare-traces -span-rate=50000 -workers=8 -duration=60s
 
 # Container images, one per service (build/Dockerfile.<service>), tagged
 # as deploy/base/kustomization.yaml pins them. Needs docker.

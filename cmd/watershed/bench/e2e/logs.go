@@ -94,23 +94,9 @@ func runLogs(o options) error {
 		return err
 	}
 	logsConfig := func(httpAddr, nats string) string {
-		return fmt.Sprintf(`cluster: {name: bench}
-server: {httpListenAddress: %q, logLevel: warn}
-nats: %s
-externalServices:
-  prometheus: {host: "http://127.0.0.1:1"}
-  loki: {host: "http://%s"}
-metrics: {enabled: false}
-receivers: {grpc: {enabled: false}, http: {enabled: false}, zipkin: {enabled: false}}
-logs:
-  pod_logs: {enabled: false}
-  files: [{path: %q, format: cri, labels: {job: bench}}]
-  tail: {positionsDirectory: %q}
-`, httpAddr, nats, recvAddr, filepath.Join(dir, "logs", "*.log"), filepath.Join(dir, "positions"))
+		return logsConfig(httpAddr, nats, recvAddr, filepath.Join(dir, "logs", "*.log"), filepath.Join(dir, "positions"))
 	}
-	embedded := func(listen string) string {
-		return fmt.Sprintf("{storeDir: %q, listenAddress: %q}", filepath.Join(dir, "nats"), listen)
-	}
+	embedded := func(listen string) string { return embeddedNATS(dir, listen) }
 	cfg := logsConfig(httpAddr, embedded("127.0.0.1:-1"))
 	var targetArgs []string
 	if o.collectorOnly {
@@ -129,7 +115,7 @@ logs:
 			return err
 		}
 		defer stop()
-		cfg = logsConfig(httpAddr, fmt.Sprintf("{url: %q}", "nats://"+natsAddr))
+		cfg = logsConfig(httpAddr, externalNATS(natsAddr))
 		targetArgs = []string{"-target=node-collector"}
 	}
 	writeCtx, stopWriting := context.WithCancel(context.Background())
@@ -165,6 +151,24 @@ logs:
 		return fmt.Errorf("receiver refused %d requests", rejected)
 	}
 	return nil
+}
+
+// logsConfig tails the CRI files of glob and pushes them to recvAddr;
+// natsYAML is the nats: section.
+func logsConfig(httpAddr, natsYAML, recvAddr, glob, positionsDir string) string {
+	return fmt.Sprintf(`cluster: {name: bench}
+server: {httpListenAddress: %q, logLevel: warn}
+nats: %s
+externalServices:
+  prometheus: {host: "http://127.0.0.1:1"}
+  loki: {host: "http://%s"}
+metrics: {enabled: false}
+receivers: {grpc: {enabled: false}, http: {enabled: false}, zipkin: {enabled: false}}
+logs:
+  pod_logs: {enabled: false}
+  files: [{path: %q, format: cri, labels: {job: bench}}]
+  tail: {positionsDirectory: %q}
+`, httpAddr, natsYAML, recvAddr, glob, positionsDir)
 }
 
 // startRest runs the router and writer-loki, with the embedded JetStream,

@@ -51,7 +51,21 @@ type options struct {
 	// Catch-up: how long the backend is down, and writer-mimir replicas.
 	outage  time.Duration
 	writers int
+	// Side-by-side runs: which agents (name prefixes), and the peers'
+	// binaries.
+	agents     string
+	vmagent    string
+	prometheus string
+	otelcol    string
+	natsServer string
 }
+
+// vmagentVersion and otelcolVersion are the peers' versions that
+// make tools-compare installs, for the tables.
+const (
+	vmagentVersion = "v1.151.0"
+	otelcolVersion = "v0.165.0"
+)
 
 func main() {
 	var o options
@@ -73,6 +87,11 @@ func main() {
 	flag.DurationVar(&o.outage, "outage", 5*time.Minute, "catchup: how long the remote-write receiver answers 503 before it comes back")
 	flag.IntVar(&o.writers, "writers", 1, "catchup: writer-mimir replicas sharing the partitions")
 	flag.IntVar(&o.batchSize, "batch-size", 512, "traces: spans per export request (512 is the OpenTelemetry SDKs' default batch)")
+	flag.StringVar(&o.agents, "agents", "", "compare: comma-separated agent name prefixes to run (all when empty)")
+	flag.StringVar(&o.vmagent, "vmagent", "vmagent", "compare: the vmagent binary (make tools-compare installs it)")
+	flag.StringVar(&o.prometheus, "prometheus", "prometheus", "compare: the Prometheus binary, run in agent mode")
+	flag.StringVar(&o.otelcol, "otelcol", "otelcol-bench", "compare: the OpenTelemetry Collector (make tools-compare builds it)")
+	flag.StringVar(&o.natsServer, "nats-server", "nats-server", "compare: the nats-server of Watershed's microservices mode")
 	flag.Parse()
 	runSignal := run
 	switch o.signal {
@@ -82,6 +101,12 @@ func main() {
 		runSignal = runTraces
 	case "catchup":
 		runSignal = runCatchup
+	case "compare-metrics":
+		runSignal = runCompareMetrics
+	case "compare-logs":
+		runSignal = runCompareLogs
+	case "compare-traces":
+		runSignal = runCompareTraces
 	}
 	if err := runSignal(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -126,10 +151,27 @@ func run(o options) error {
 }
 
 func benchConfig(o options, dir, httpAddr string, targets []string, recvAddr string) string {
+	return metricsConfig(o, httpAddr, embeddedNATS(dir, "127.0.0.1:-1"), targets, recvAddr)
+}
+
+// embeddedNATS is the nats: section of a process that runs the embedded
+// JetStream with file storage under dir.
+func embeddedNATS(dir, listen string) string {
+	return fmt.Sprintf("{storeDir: %q, listenAddress: %q}", filepath.Join(dir, "nats"), listen)
+}
+
+// externalNATS is the nats: section of a process on an external server.
+func externalNATS(addr string) string {
+	return fmt.Sprintf("{url: %q}", "nats://"+addr)
+}
+
+// metricsConfig scrapes targets every o.interval and remote-writes to
+// recvAddr; natsYAML is the nats: section.
+func metricsConfig(o options, httpAddr, natsYAML string, targets []string, recvAddr string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `cluster: {name: bench}
 server: {httpListenAddress: %q, logLevel: warn}
-nats: {storeDir: %q, listenAddress: "127.0.0.1:-1"}
+nats: %s
 externalServices:
   prometheus: {host: "http://%s", writeEndpoint: /api/v1/write}
 logs: {enabled: false}
@@ -139,7 +181,7 @@ metrics:
   staticTargets:
     - job: bench
       targets:
-`, httpAddr, filepath.Join(dir, "nats"), recvAddr, o.interval)
+`, httpAddr, natsYAML, recvAddr, o.interval)
 	for _, t := range targets {
 		fmt.Fprintf(&b, "        - %q\n", t)
 	}

@@ -27,6 +27,22 @@ func (c *spanCounter) Export(_ context.Context, req ptraceotlp.ExportRequest) (p
 	return ptraceotlp.NewExportResponse(), nil
 }
 
+// tracesConfig receives OTLP gRPC on otlpPort and exports to tempoAddr;
+// natsYAML is the nats: section.
+func tracesConfig(httpAddr, natsYAML, tempoAddr, otlpPort string) string {
+	return fmt.Sprintf(`cluster: {name: bench}
+server: {httpListenAddress: %q, logLevel: warn}
+nats: %s
+externalServices:
+  prometheus: {host: "http://127.0.0.1:1"}
+  tempo: {host: "http://%s"}
+metrics: {enabled: false}
+logs: {enabled: false}
+traces: {enabled: true}
+receivers: {grpc: {port: %s}, http: {enabled: false}, zipkin: {enabled: false}}
+`, httpAddr, natsYAML, tempoAddr, otlpPort)
+}
+
 // runTraces sends spans with telemetrygen (several workers at a finite
 // rate: rate 0 makes telemetrygen drop spans in the client) to the
 // all-in-one's OTLP gRPC receiver and counts what writer-tempo delivers.
@@ -50,17 +66,7 @@ func runTraces(o options) error {
 		return err
 	}
 	_, otlpPort, _ := net.SplitHostPort(otlpAddr)
-	cfg := fmt.Sprintf(`cluster: {name: bench}
-server: {httpListenAddress: %q, logLevel: warn}
-nats: {storeDir: %q, listenAddress: "127.0.0.1:-1"}
-externalServices:
-  prometheus: {host: "http://127.0.0.1:1"}
-  tempo: {host: "http://%s"}
-metrics: {enabled: false}
-logs: {enabled: false}
-traces: {enabled: true}
-receivers: {grpc: {port: %s}, http: {enabled: false}, zipkin: {enabled: false}}
-`, httpAddr, filepath.Join(dir, "nats"), l.Addr(), otlpPort)
+	cfg := tracesConfig(httpAddr, embeddedNATS(dir, "127.0.0.1:-1"), l.Addr().String(), otlpPort)
 
 	// telemetrygen's --rate is spans per second per worker; each trace is
 	// a parent and o.childSpans children.
