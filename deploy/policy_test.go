@@ -1,9 +1,8 @@
 package deploy_test
 
 import (
-	autoscalingv2 "k8s.io/api/autoscaling/v2"
-	policyv1 "k8s.io/api/policy/v1"
 	"net"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -11,8 +10,10 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -477,5 +478,81 @@ func TestProductionHasDisruptionBudgets(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestKEDAScalesWritersOnTheRouterBacklog: with the keda component, each
+// writer scales on its whole destination's backlog from the router's API
+// (every partition, not one consumer's lag), through the router Service's
+// HTTP port, which the NetworkPolicies let KEDA reach from its namespace.
+func TestKEDAScalesWritersOnTheRouterBacklog(t *testing.T) {
+	r := overlays(t)["production+keda"]
+	destinations := map[string]string{"writer-mimir": "prometheus", "writer-loki": "loki", "writer-tempo": "tempo"}
+	var httpPort int32
+	for _, o := range r.all("Service") {
+		if s := o.(*corev1.Service); s.Name == "router" {
+			for _, p := range s.Spec.Ports {
+				if p.Name == "http-metrics" {
+					httpPort = p.Port
+				}
+			}
+		}
+	}
+	if httpPort == 0 {
+		t.Fatal("the router Service has no http-metrics port")
+	}
+	seen := map[string]bool{}
+	for _, o := range r.all("ScaledObject") {
+		s := o.(*scaledObject)
+		writer := s.Spec.ScaleTargetRef.Name
+		seen[writer] = true
+		if len(s.Spec.Triggers) != 1 || s.Spec.Triggers[0].Type != "metrics-api" {
+			t.Errorf("%s: triggers %+v, want one metrics-api trigger", writer, s.Spec.Triggers)
+			continue
+		}
+		md := s.Spec.Triggers[0].Metadata
+		u, err := url.Parse(md["url"])
+		if err != nil {
+			t.Errorf("%s: url: %v", writer, err)
+			continue
+		}
+		// The path is services/router/router.BacklogPath.
+		if u.Hostname() != "router.monitoring.svc" || u.Port() != strconv.Itoa(int(httpPort)) || u.Path != "/api/v1/backlog" {
+			t.Errorf("%s: url %s, want the router Service's port %d, path /api/v1/backlog", writer, u, httpPort)
+		}
+		if got := u.Query().Get("destination"); got != destinations[writer] {
+			t.Errorf("%s: destination %q, want %q", writer, got, destinations[writer])
+		}
+		if md["valueLocation"] != "messages" || md["format"] != "json" {
+			t.Errorf("%s: valueLocation %q format %q, want messages from json", writer, md["valueLocation"], md["format"])
+		}
+		if v, err := strconv.ParseFloat(md["targetValue"], 64); err != nil || v <= 0 {
+			t.Errorf("%s: targetValue %q is not a positive number", writer, md["targetValue"])
+		}
+	}
+	for w := range destinations {
+		if !seen[w] {
+			t.Errorf("no ScaledObject for %s", w)
+		}
+	}
+	// KEDA runs in its own namespace: some policy that takes the router
+	// must admit httpPort from every namespace.
+	admitted := false
+	for _, o := range r.all("NetworkPolicy") {
+		p := o.(*networkingv1.NetworkPolicy)
+		if !selects(t, &p.Spec.PodSelector, "router") {
+			continue
+		}
+		for _, rule := range p.Spec.Ingress {
+			fromAnywhere := len(rule.From) == 0 || slices.ContainsFunc(rule.From, func(peer networkingv1.NetworkPolicyPeer) bool {
+				return peer.NamespaceSelector != nil && len(peer.NamespaceSelector.MatchLabels)+len(peer.NamespaceSelector.MatchExpressions) == 0 && peer.PodSelector == nil
+			})
+			if fromAnywhere && slices.ContainsFunc(rule.Ports, func(pp networkingv1.NetworkPolicyPort) bool { return pp.Port != nil && pp.Port.IntVal == httpPort }) {
+				admitted = true
+			}
+		}
+	}
+	if !admitted {
+		t.Errorf("no NetworkPolicy admits the router's port %d from KEDA's namespace", httpPort)
 	}
 }

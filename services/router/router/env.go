@@ -28,11 +28,13 @@ func NewFromEnv(env *runtime.Env) (*Router, error) {
 			return nil, err
 		}
 	}
-	return New(Config{
+	r := New(Config{
 		NATS:    cfg.NATS,
 		Routes:  routes,
 		Batch:   256,
 		AckWait: prom.Queue.AckWait,
 		Logs:    logs,
-	}, env.Bus, env.PublisherMetrics, env.Registry, env.Logger), nil
+	}, env.Bus, env.PublisherMetrics, env.Registry, env.Logger)
+	env.Server.Mux().Handle(BacklogPath, r.BacklogHandler())
+	return r, nil
 }
