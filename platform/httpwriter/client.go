@@ -67,7 +67,22 @@ type client struct {
 func NewHTTPSender(cfg Config) Sender { return newClient(cfg) }
 
 func newClient(cfg Config) *client {
-	return &client{cfg: cfg, http: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
+	return &client{cfg: cfg, http: &http.Client{Transport: NewTransport()}}
+}
+
+// maxIdleConnsPerHost keeps one connection per partition a replica may
+// send at once (config nats.partitions is at most 1024).
+const maxIdleConnsPerHost = 1024
+
+// NewTransport is the HTTP transport of a writer. Go's default keeps two
+// idle connections per host, so a writer sending many partitions at once,
+// as it does while catching up, would close all others after each request
+// and dial again for the next.
+func NewTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = maxIdleConnsPerHost
+	tr.MaxIdleConns = 0 // no limit over all hosts
+	return tr
 }
 
 // Send POSTs the snappy-compressed request.

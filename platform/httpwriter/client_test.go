@@ -2,7 +2,12 @@ package httpwriter
 
 import (
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -56,5 +61,46 @@ func TestParseRetryAfterDate(t *testing.T) {
 	d := parseRetryAfter(time.Now().Add(10 * time.Second).UTC().Format(http.TimeFormat))
 	if d < 8*time.Second || d > 10*time.Second {
 		t.Errorf("got %s for a date 10s ahead", d)
+	}
+}
+
+// A writer sending many partitions at once keeps a connection for each:
+// Go's default transport would keep two and dial again for the rest of
+// every round of requests.
+func TestTransportKeepsAConnectionPerConcurrentRequest(t *testing.T) {
+	const concurrent, rounds = 16, 5
+	var mu sync.Mutex
+	dialed := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			dialed++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	client := &http.Client{Transport: NewTransport()}
+	for range rounds {
+		var wg sync.WaitGroup
+		for range concurrent {
+			wg.Go(func() {
+				resp, err := client.Post(srv.URL, "text/plain", strings.NewReader("x"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			})
+		}
+		wg.Wait()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Go's default transport dials 16 + 14 per later round (72 here).
+	if dialed > 2*concurrent {
+		t.Errorf("%d connections dialed for %d rounds of %d concurrent requests: idle ones are not kept", dialed, rounds, concurrent)
 	}
 }

@@ -28,7 +28,7 @@ type httpSender struct {
 }
 
 func newHTTPSender(t config.TempoConfig) (*httpSender, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr := httpwriter.NewTransport()
 	if strings.HasPrefix(t.Host, "https://") {
 		tc, err := tlsConfig(t.TLS)
 		if err != nil {
