@@ -191,11 +191,18 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 		PriorityGroup: bus.PriorityGroup,
 		Stop:          lease.Draining(),
 	}
-	return loop.Run(ctx)
+	err = loop.Run(ctx)
+	// The partition is released only once the request on its way is
+	// settled; if ctx ended, its messages stay unacked for the next owner.
+	_ = pw.wait()
+	return err
 }
 
 // partitionWriter joins one partition's messages into requests and sends
-// them one at a time.
+// them one at a time, in order: request k+1 goes only once the backend
+// took k (or refused it for good) and k is acked. While k is on its way,
+// the next messages are fetched and joined into k+1, so that fetching,
+// joining and acknowledging do not add to each request's round trip.
 type partitionWriter struct {
 	w         *Writer
 	partition int
@@ -203,15 +210,30 @@ type partitionWriter struct {
 	items     int // in the pending messages, from Ws-Count
 	bytes     int // uncompressed
 	tenant    string
-	joiner    remotewrite.Joiner
-	lastSeq   uint64 // Ws-Partition-Seq of the last message taken, 0 unknown
+	// joiners alternate: the in-flight request holds one, the next
+	// request is joined into the other.
+	joiners  [2]remotewrite.Joiner
+	next     int      // index of the free joiner
+	inFlight *request // nil when no request is on its way
+	lastSeq  uint64   // Ws-Partition-Seq of the last message taken, 0 unknown
 	// inDoubt is the last stream sequence a previous owner was given
 	// without acking it: up to there the backend may hold a message
 	// already, so each goes alone (see resending).
 	inDoubt uint64
-	// resending is set while an in-doubt message is sent: a backend that
-	// refuses it as out of order or duplicate held it already.
+	// resending is set while an in-doubt message is added: a backend
+	// that refuses it as out of order or duplicate held it already.
 	resending bool
+}
+
+// request is one joined request of a partition on its way.
+type request struct {
+	msgs      []jetstream.Msg
+	items     int
+	tenant    string
+	joiner    *remotewrite.Joiner
+	resending bool
+	done      chan struct{}
+	err       error // ctx ended before the backend answered; set before done closes
 }
 
 // alreadyHeld tells the reasons for which a backend refuses data it
@@ -250,9 +272,11 @@ func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 	p.bytes += size
 	p.tenant = tenant
 	if inDoubt {
+		// Settled before anything joins the request after it: a refusal
+		// as already held must not take fresh samples down with it.
 		p.resending = true
 		defer func() { p.resending = false }()
-		return p.flush(ctx)
+		return p.finish(ctx)
 	}
 	if full(p.items, q.MaxItemsPerSend) || full(p.bytes, q.MaxBytesPerSend) {
 		return p.flush(ctx)
@@ -295,17 +319,19 @@ func (p *partitionWriter) checkGap(msg jetstream.Msg) {
 }
 func full(n, limit int) bool { return limit > 0 && n >= limit }
 
-// flush sends what is pending and acks it. It returns an error only when
-// ctx ended first; the messages then stay unacked.
+// flush joins what is pending into a request and starts sending it once
+// the request before it is done. It returns an error only when ctx ended
+// first; the messages of both then stay unacked.
 func (p *partitionWriter) flush(ctx context.Context) error {
 	if len(p.pending) == 0 {
 		return nil
 	}
 	msgs, items := p.pending, p.items
-	p.joiner.Reset()
+	j := &p.joiners[p.next]
+	j.Reset()
 	kept := msgs[:0:0]
 	for _, m := range msgs {
-		if err := p.joiner.Add(m.Data()); err != nil {
+		if err := j.Add(m.Data()); err != nil {
 			n, _ := bus.Count(m.Headers())
 			items -= n
 			p.reject(m, n, "corrupt_payload", err)
@@ -313,22 +339,52 @@ func (p *partitionWriter) flush(ctx context.Context) error {
 		}
 		kept = append(kept, m)
 	}
-	if len(kept) > 0 {
-		if err := p.send(ctx, kept, items); err != nil {
-			return err
-		}
+	if err := p.wait(); err != nil {
+		return err
 	}
 	p.pending, p.items, p.bytes = p.pending[:0], 0, 0
+	if len(kept) == 0 {
+		return nil
+	}
+	r := &request{msgs: kept, items: items, tenant: p.tenant, joiner: j, resending: p.resending, done: make(chan struct{})}
+	p.next ^= 1
+	p.inFlight = r
+	go func() {
+		defer close(r.done)
+		r.err = p.send(ctx, r)
+	}()
 	return nil
+}
+
+// wait returns when the request on its way, if any, is acked (nil) or
+// was given up because ctx ended (its error).
+func (p *partitionWriter) wait() error {
+	r := p.inFlight
+	if r == nil {
+		return nil
+	}
+	<-r.done
+	p.inFlight = nil
+	return r.err
+}
+
+// finish sends what is pending and waits until it is acked: the partition
+// is released only once everything this replica took is settled.
+func (p *partitionWriter) finish(ctx context.Context) error {
+	if err := p.flush(ctx); err != nil {
+		return err
+	}
+	return p.wait()
 }
 
 // send delivers one request, retrying until the backend takes it or
 // refuses it for good, then acks its messages.
-func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, items int) error {
+func (p *partitionWriter) send(ctx context.Context, r *request) error {
 	w := p.w
 	q := w.cfg.Queue
+	msgs, items := r.msgs, r.items
 	lastProgress := time.Now()
-	res, err := Deliver(ctx, w.sender, q, p.tenant, &p.joiner, func(a Attempt) {
+	res, err := Deliver(ctx, w.sender, q, r.tenant, r.joiner, func(a Attempt) {
 		w.metrics.requestDuration.Observe(a.Duration.Seconds())
 		var se *SendError
 		switch {
@@ -355,7 +411,7 @@ func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, items 
 			lastProgress = time.Now()
 		}
 	})
-	if p.resending && (err == nil || errors.As(err, new(*SendError))) {
+	if r.resending && (err == nil || errors.As(err, new(*SendError))) {
 		w.metrics.itemsResent.Add(float64(items))
 	}
 	var se *SendError
@@ -367,7 +423,7 @@ func (p *partitionWriter) send(ctx context.Context, msgs []jetstream.Msg, items 
 			w.metrics.itemsRejected.WithLabelValues(res.RejectReason).Add(float64(res.Rejected))
 			w.logRejectOnce(&SendError{Class: Permanent, Reason: res.RejectReason, Err: errors.New(res.Message)})
 		}
-	case errors.As(err, &se) && p.resending && alreadyHeld(se.Reason):
+	case errors.As(err, &se) && r.resending && alreadyHeld(se.Reason):
 		w.metrics.itemsResentHeld.Add(float64(items))
 	case errors.As(err, &se):
 		w.metrics.itemsRejected.WithLabelValues(se.Reason).Add(float64(items))

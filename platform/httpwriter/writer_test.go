@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -313,5 +314,127 @@ func TestWriterCountsWhatTheBufferDropped(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(r.w.metrics.messagesDropped.WithLabelValues("max_age")); n != 0 {
 		t.Errorf("%v counted as expired", n)
+	}
+}
+
+// gatedSender holds the first request until released, and records the
+// samples of each request and how many were on their way at once.
+type gatedSender struct {
+	started  chan struct{} // closed when the first request arrives
+	release  chan struct{}
+	mu       sync.Mutex
+	calls    int
+	inFlight int
+	maxOnWay int
+	accepted []int64
+}
+
+func (g *gatedSender) Send(_ context.Context, _ string, req *remotewrite.Joiner) (Result, error) {
+	g.mu.Lock()
+	g.calls++
+	first := g.calls == 1
+	g.inFlight++
+	g.maxOnWay = max(g.maxOnWay, g.inFlight)
+	g.mu.Unlock()
+	if first {
+		close(g.started)
+		<-g.release
+	}
+	var wr prompb.WriteRequest
+	if err := wr.Unmarshal(req.Uncompressed()); err != nil {
+		return Result{}, &SendError{Class: Permanent, Reason: "bad_request", Err: err}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.inFlight--
+	for _, ts := range wr.Timeseries {
+		for _, s := range ts.Samples {
+			g.accepted = append(g.accepted, s.Timestamp)
+		}
+	}
+	return Result{}, nil
+}
+
+func (g *gatedSender) snapshot() (calls, maxOnWay int, accepted []int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.calls, g.maxOnWay, slices.Clone(g.accepted)
+}
+
+// fakeMsg is a message of the bus for tests of the partition writer alone;
+// it records its acks.
+type fakeMsg struct {
+	jetstream.Msg
+	data    []byte
+	headers nats.Header
+	acks    *[]string
+	name    string
+}
+
+func (m *fakeMsg) Data() []byte         { return m.data }
+func (m *fakeMsg) Headers() nats.Header { return m.headers }
+func (m *fakeMsg) Subject() string      { return "test" }
+func (m *fakeMsg) DoubleAck(context.Context) error {
+	*m.acks = append(*m.acks, m.name)
+	return nil
+}
+
+// While a partition's request is on its way, the writer takes and joins
+// the next messages, but sends them only once the first request is acked:
+// one request per partition at a time, in order.
+func TestWriterPreparesTheNextRequestWhileOneIsOnItsWay(t *testing.T) {
+	gate := &gatedSender{started: make(chan struct{}), release: make(chan struct{})}
+	w := &Writer{
+		cfg:     Config{Queue: Queue{MaxItemsPerSend: 1000, AckWait: time.Minute, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}},
+		sender:  gate,
+		metrics: newMetrics(prometheus.NewRegistry(), "prometheus"),
+		logger:  slog.New(slog.DiscardHandler),
+	}
+	var acks []string // written by the request's goroutine, read after wait
+	msgs := make([]jetstream.Msg, 6)
+	for i := range msgs {
+		var b remotewrite.Builder
+		for j := range 500 {
+			b.AppendSample(labels.FromStrings("__name__", "m", "j", strconv.Itoa(j)), int64(i*500+j+1), 1, nil)
+		}
+		h := nats.Header{}
+		h.Set(bus.HeaderCount, "500")
+		msgs[i] = &fakeMsg{data: remotewrite.Compress(nil, b.Bytes()), headers: h, acks: &acks, name: fmt.Sprint("m", i)}
+	}
+	pw := &partitionWriter{w: w}
+	ctx := context.Background()
+	// m0 and m1 fill the first request, which the backend holds; m2 is
+	// taken meanwhile.
+	for _, m := range msgs[:3] {
+		if err := pw.add(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-gate.started
+	if calls, _, _ := gate.snapshot(); calls != 1 {
+		t.Fatalf("%d requests sent while the first was on its way, want 1", calls)
+	}
+	// m3 makes the second request full: its flush waits for the first.
+	done := make(chan error, 1)
+	go func() {
+		for _, m := range msgs[3:] {
+			if err := pw.add(ctx, m); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- pw.finish(ctx)
+	}()
+	close(gate.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	calls, maxOnWay, accepted := gate.snapshot()
+	assertInOrder(t, accepted, 3000)
+	if calls != 3 || maxOnWay != 1 {
+		t.Errorf("%d requests, up to %d at once; want 3, one at a time", calls, maxOnWay)
+	}
+	if want := []string{"m1", "m3", "m5"}; !slices.Equal(acks, want) {
+		t.Errorf("acked %v, want the last message of each request in order %v", acks, want)
 	}
 }
