@@ -98,7 +98,17 @@ externalServices:
 	}
 	start := time.Now()
 	recv.down.Store(false)
-	tick := time.NewTicker(100 * time.Millisecond)
+	if o.profile != "" {
+		// The first 20 s of the catch-up, in the all-in-one.
+		go func() {
+			if err := fetchProfile(httpAddr, 20*time.Second, o.profile); err != nil {
+				fmt.Fprintln(os.Stderr, "cpu profile:", err)
+			}
+		}()
+	}
+	// Each look at /metrics costs the process a walk of the bus's state;
+	// twice a second keeps that out of what is measured.
+	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	sent := sent0
 	for sent < published {

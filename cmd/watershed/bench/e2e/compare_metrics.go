@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/prometheus/prompb"
 )
 
 // runCompareMetrics scrapes the same synthetic targets with Watershed
@@ -157,19 +156,10 @@ func startMicroservices(ctx context.Context, o options, dir string, cfg func(htt
 // countSamplesTimed counts the samples of a remote-write request and
 // records each one's age (arrival minus its scrape timestamp).
 func countSamplesTimed(body []byte, h *latencyHistogram) (int, error) {
-	var wr prompb.WriteRequest
-	if err := wr.Unmarshal(body); err != nil {
-		return 0, err
-	}
 	now := time.Now().UnixMilli()
-	n := 0
-	for _, ts := range wr.Timeseries {
-		for _, s := range ts.Samples {
-			h.observe(time.Duration(now-s.Timestamp) * time.Millisecond)
-		}
-		n += len(ts.Samples)
-	}
-	return n, nil
+	return walkSamples(body, func(ts int64) {
+		h.observe(time.Duration(now-ts) * time.Millisecond)
+	})
 }
 
 // latencyHistogram counts durations in 10 ms buckets up to 2 minutes.
