@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
 )
 
 // runCompareMetrics scrapes the same synthetic targets with Watershed
