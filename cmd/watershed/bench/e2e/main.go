@@ -93,6 +93,10 @@ func main() {
 	flag.StringVar(&o.otelcol, "otelcol", "otelcol-bench", "compare: the OpenTelemetry Collector (make tools-compare builds it)")
 	flag.StringVar(&o.natsServer, "nats-server", "nats-server", "compare: the nats-server of Watershed's microservices mode")
 	flag.Parse()
+	// The agents run in directories of their own.
+	if abs, err := filepath.Abs(o.binary); err == nil {
+		o.binary = abs
+	}
 	runSignal := run
 	switch o.signal {
 	case "logs":
