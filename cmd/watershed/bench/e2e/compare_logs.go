@@ -152,21 +152,22 @@ func logsAgents(o options, recvAddr string) []agent {
 			return startOtelcol(ctx, o, dir, fmt.Sprintf(`extensions:
   file_storage: {directory: %q}
 receivers:
-  filelog:
+  file_log:
     include: [%q]
     start_at: beginning
+    include_file_path: true
     storage: file_storage
     operators:
-      - {type: container, format: cri, add_metadata_from_filepath: false}
+      - {type: container, format: containerd, add_metadata_from_filepath: false}
 processors:
   batch: {}
 exporters:
-  otlphttp: {endpoint: "http://%s"}
+  otlp_http: {endpoint: "http://%s"}
 service:
   extensions: [file_storage]
   telemetry: {logs: {level: warn}, metrics: {level: none}}
   pipelines:
-    logs: {receivers: [filelog], processors: [batch], exporters: [otlphttp]}
+    logs: {receivers: [file_log], processors: [batch], exporters: [otlp_http]}
 `, storage, filepath.Join(dir, "logs", "*.log"), recvAddr))
 		}},
 	}

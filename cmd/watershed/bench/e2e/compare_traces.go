@@ -108,13 +108,13 @@ func tracesAgents(o options, otlpAddr, counterAddr string) []agent {
 processors:
   batch: {}
 exporters:
-  otlp:
+  otlp_grpc:
     endpoint: %q
     tls: {insecure: true}
 service:
   telemetry: {logs: {level: warn}, metrics: {level: none}}
   pipelines:
-    traces: {receivers: [otlp], processors: [batch], exporters: [otlp]}
+    traces: {receivers: [otlp], processors: [batch], exporters: [otlp_grpc]}
 `, otlpAddr, counterAddr))
 		}},
 	}
