@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -88,5 +89,29 @@ func TestDestinationBacklogSumsEveryPartition(t *testing.T) {
 	}
 	if n, err := bus.UndeliveredBytes(ctx, js, "loki", 3); err != nil || n != got.Bytes {
 		t.Errorf("UndeliveredBytes %d, %v; want %d", n, err, got.Bytes)
+	}
+}
+
+// A consumer's storage cannot be updated: one made on disk by an earlier
+// version is made again in memory, at its ack floor.
+func TestReaderConsumerMovesToMemory(t *testing.T) {
+	cfg := bustest.NATSConfig(t.TempDir())
+	b := bustest.Open(t, cfg)
+	ctx := ctxT(t)
+	s, err := bus.EnsureStream(ctx, b.JetStream(), bus.RawStreamConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := bus.ReaderConsumerConfig("router-p0", bus.RawPartitionSubjects(0), 10, time.Minute)
+	if _, err := bus.EnsureConsumer(ctx, s, cc); err != nil {
+		t.Fatal(err)
+	}
+	cc.MemoryStorage = true
+	c, _, err := bus.EnsureReaderConsumer(ctx, s, cc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := c.Info(ctx); err != nil || !info.Config.MemoryStorage {
+		t.Errorf("consumer still on disk (%v)", err)
 	}
 }

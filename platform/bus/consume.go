@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/grafana/dskit/backoff"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -80,22 +81,29 @@ func EnsureReaderConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.
 	if err != nil {
 		return nil, 0, fmt.Errorf("consumer %s: %w", cc.Durable, err)
 	}
-	samePriority := info.Config.PriorityPolicy == cc.PriorityPolicy && slices.Equal(info.Config.PriorityGroups, cc.PriorityGroups)
-	if info.NumAckPending == 0 && samePriority {
+	// Neither the priority settings nor the storage of a consumer can be
+	// updated: a consumer made with others is recreated.
+	sameFixed := info.Config.PriorityPolicy == cc.PriorityPolicy && slices.Equal(info.Config.PriorityGroups, cc.PriorityGroups) &&
+		info.Config.MemoryStorage == cc.MemoryStorage
+	if info.NumAckPending == 0 && sameFixed {
 		// Keep the start position it was created with; it cannot change.
 		cc.DeliverPolicy, cc.OptStartSeq = info.Config.DeliverPolicy, info.Config.OptStartSeq
 		c, err = EnsureConsumer(ctx, s, cc)
 		return c, 0, err
 	}
-	// The priority settings of a consumer cannot be updated either: a
-	// consumer made before them is recreated at its ack floor too.
+	// A consumer whose fixed settings differ is recreated at its ack floor
+	// too.
 	logger.Info("recreating consumer at its ack floor so unacknowledged messages come first, in order",
-		"consumer", cc.Durable, "ackFloor", info.AckFloor.Stream, "unacked", info.NumAckPending, "priorityChanged", !samePriority)
+		"consumer", cc.Durable, "ackFloor", info.AckFloor.Stream, "unacked", info.NumAckPending, "fixedSettingsChanged", !sameFixed)
 	if err := s.DeleteConsumer(ctx, cc.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, 0, fmt.Errorf("rewind consumer %s: %w", cc.Durable, err)
 	}
-	cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-	cc.OptStartSeq = info.AckFloor.Stream + 1
+	// On a work queue, acked messages are gone: delivering all starts at
+	// the ack floor, and is the only start position it allows.
+	if s.CachedInfo().Config.Retention != jetstream.WorkQueuePolicy {
+		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cc.OptStartSeq = info.AckFloor.Stream + 1
+	}
 	if info.NumAckPending > 0 {
 		inDoubt = info.Delivered.Stream
 	}
@@ -123,6 +131,11 @@ type FetchLoop struct {
 	Stop <-chan struct{}
 }
 
+// ErrConsumerGone is returned by FetchLoop.Run when its consumer no longer
+// exists (deleted, or a consumer kept in memory by a server that
+// restarted): the caller must make it again, which the loop cannot.
+var ErrConsumerGone = errors.New("consumer gone")
+
 // Run runs the loop. A handler error stops the batch: its message and those
 // after it stay unacknowledged and come back in order.
 func (l *FetchLoop) Run(ctx context.Context) error {
@@ -131,6 +144,10 @@ func (l *FetchLoop) Run(ctx context.Context) error {
 		if err := l.runBatch(ctx); err != nil {
 			if ctx.Err() != nil {
 				break
+			}
+			// A pull to a consumer that does not exist has no responder.
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders) {
+				return fmt.Errorf("%w: %w", ErrConsumerGone, err)
 			}
 			l.Logger.Warn("fetch failed, retrying", "err", err)
 			bo.Wait()

@@ -204,6 +204,14 @@ func (r *Router) runPartition(ctx context.Context, lease *partgroup.Lease) error
 		s.forget(p) // another replica may have stored since
 	}
 	cc := bus.PartitionConsumerConfig(fmt.Sprintf("router-p%d", p), bus.RawPartitionSubjects(p), r.cfg.Batch, r.cfg.AckWait, r.cfg.NATS.Groups.Lease)
+	// The raw stream is a work queue: an acked message leaves the stream,
+	// so the stream itself holds what is left to route, and the consumer's
+	// state need not be written to disk (nats-server writes each file
+	// consumer's state up to 10 times a second, 9 % of the all-in-one's
+	// CPU for 32 consumers). A server that restarts forgets it; the fetch
+	// loop then ends with ErrConsumerGone, the partition is given up and
+	// taken again, and the consumer made anew delivers what is left.
+	cc.MemoryStorage = true
 	// A message routed twice is stored once (its Nats-Msg-Id), so what a
 	// previous owner left in doubt needs no care beyond coming first.
 	cons, _, err := bus.OpenPartition(ctx, r.raw, cc, r.logger)

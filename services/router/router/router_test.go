@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -217,4 +218,36 @@ func TestRouterProcessesLogsAndSplitsByTenant(t *testing.T) {
 	if want := "team-shop log-1/0 1,default log-1/1 1"; strings.Join(got, ",") != want {
 		t.Errorf("destination holds %v, want %s", got, want)
 	}
+}
+
+// The router's consumers of the raw work queue keep their state in memory:
+// a server that restarts forgets them. The router then makes them again
+// and routes what is left, without loss.
+func TestRouterRemakesAConsumerTheServerForgot(t *testing.T) {
+	r, b := startRouter(t)
+	ctx := context.Background()
+	js := b.JetStream()
+	routed := func() float64 {
+		return testutil.ToFloat64(r.metrics.routedMessages.WithLabelValues("metrics", "prometheus"))
+	}
+	if _, err := js.PublishMsg(ctx, raw(bus.SignalMetrics, 3, "before", "", "a")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first message routed", func() bool { return routed() == 1 })
+	cons, err := r.raw.Consumer(ctx, "router-p3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := cons.Info(ctx); err != nil || !info.Config.MemoryStorage {
+		t.Fatalf("raw consumer keeps its state on disk (%v)", err)
+	}
+	if err := r.raw.DeleteConsumer(ctx, "router-p3"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := js.PublishMsg(ctx, raw(bus.SignalMetrics, 3, fmt.Sprint("after", i), "", "b")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the messages after the consumer was lost routed", func() bool { return routed() == 4 })
 }
