@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
-	"google.golang.org/grpc"
 )
 
 // runCompareTraces sends spans with telemetrygen at o.spanRate into
@@ -19,21 +17,17 @@ import (
 // Collector (OTLP receiver, batch, OTLP exporter) in turn, all exporting
 // to one counting OTLP server.
 func runCompareTraces(o options) error {
-	counter := &spanCounter{}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	counter, counterAddr, stop, err := serveSpanCounter()
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer()
-	ptraceotlp.RegisterGRPCServer(srv, counter)
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Stop()
+	defer stop()
 	// Every agent in turn takes spans on the same address.
 	otlpAddr, err := freeAddr()
 	if err != nil {
 		return err
 	}
-	results := runAgents(o, selectedAgents(o, tracesAgents(o, otlpAddr, l.Addr().String())), counter.spans.Load, window{
+	results := runAgents(o, selectedAgents(o, tracesAgents(o, otlpAddr, counterAddr)), counter.spans.Load, window{
 		load: func(ctx context.Context, dir string) error { return sendSpans(ctx, o, dir, otlpAddr) },
 	})
 	var ref *agentResult

@@ -272,79 +272,63 @@ func countSamples(body []byte) (int, error) { return walkSamples(body, nil) }
 // label would take the CPU the agents are measured on.
 func walkSamples(body []byte, each func(ts int64)) (int, error) {
 	n := 0
-	err := walkFields(body, func(num protowire.Number, series []byte) error {
-		if num != 1 { // WriteRequest.timeseries; metadata skipped
+	err := walkMessage(body, func(num protowire.Number, series []byte, _ uint64) error {
+		if num != 1 || series == nil { // WriteRequest.timeseries; metadata skipped
 			return nil
 		}
-		return walkFields(series, func(num protowire.Number, sample []byte) error {
-			if num != 2 { // TimeSeries.samples; labels, exemplars, histograms skipped
+		return walkMessage(series, func(num protowire.Number, sample []byte, _ uint64) error {
+			if num != 2 || sample == nil { // TimeSeries.samples; labels, exemplars, histograms skipped
 				return nil
 			}
 			n++
 			if each == nil {
 				return nil
 			}
-			return walkVarints(sample, func(num protowire.Number, v uint64) {
+			return walkMessage(sample, func(num protowire.Number, _ []byte, v uint64) error {
 				if num == 2 { // Sample.timestamp
 					each(int64(v))
 				}
+				return nil
 			})
 		})
 	})
 	return n, err
 }
 
-// walkFields calls fn with each length-delimited field of a message, and
-// checks that the others are well formed.
-func walkFields(b []byte, fn func(protowire.Number, []byte) error) error {
+// walkMessage calls fn with each length-delimited field of a protobuf
+// message (its bytes) and each varint field (its value, with nil bytes),
+// and checks that the others are well formed.
+func walkMessage(b []byte, fn func(num protowire.Number, field []byte, varint uint64) error) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return fmt.Errorf("remote-write request: %w", protowire.ParseError(n))
 		}
 		b = b[n:]
-		if typ == protowire.BytesType {
-			v, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return fmt.Errorf("remote-write request: %w", protowire.ParseError(m))
+		var err error
+		switch typ {
+		case protowire.BytesType:
+			var v []byte
+			v, n = protowire.ConsumeBytes(b)
+			if n >= 0 {
+				err = fn(num, v, 0)
 			}
-			if err := fn(num, v); err != nil {
-				return err
+		case protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			if n >= 0 {
+				err = fn(num, nil, v)
 			}
-			b = b[m:]
-			continue
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
-		m := protowire.ConsumeFieldValue(num, typ, b)
-		if m < 0 {
-			return fmt.Errorf("remote-write request: %w", protowire.ParseError(m))
-		}
-		b = b[m:]
-	}
-	return nil
-}
-
-// walkVarints calls fn with each varint field of a message.
-func walkVarints(b []byte, fn func(protowire.Number, uint64)) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return fmt.Errorf("remote-write sample: %w", protowire.ParseError(n))
+			return fmt.Errorf("remote-write request: %w", protowire.ParseError(n))
+		}
+		if err != nil {
+			return err
 		}
 		b = b[n:]
-		if typ == protowire.VarintType {
-			v, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return fmt.Errorf("remote-write sample: %w", protowire.ParseError(m))
-			}
-			fn(num, v)
-			b = b[m:]
-			continue
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b)
-		if m < 0 {
-			return fmt.Errorf("remote-write sample: %w", protowire.ParseError(m))
-		}
-		b = b[m:]
 	}
 	return nil
 }

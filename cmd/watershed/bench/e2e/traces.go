@@ -27,6 +27,19 @@ func (c *spanCounter) Export(_ context.Context, req ptraceotlp.ExportRequest) (p
 	return ptraceotlp.NewExportResponse(), nil
 }
 
+// serveSpanCounter starts a spanCounter on a loopback port.
+func serveSpanCounter() (c *spanCounter, addr string, stop func(), err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	c = &spanCounter{}
+	srv := grpc.NewServer()
+	ptraceotlp.RegisterGRPCServer(srv, c)
+	go func() { _ = srv.Serve(l) }()
+	return c, l.Addr().String(), srv.Stop, nil
+}
+
 // tracesConfig receives OTLP gRPC on otlpPort and exports to tempoAddr;
 // natsYAML is the nats: section.
 func tracesConfig(httpAddr, natsYAML, tempoAddr, otlpPort string) string {
@@ -47,15 +60,11 @@ receivers: {grpc: {port: %s}, http: {enabled: false}, zipkin: {enabled: false}}
 // rate: rate 0 makes telemetrygen drop spans in the client) to the
 // all-in-one's OTLP gRPC receiver and counts what writer-tempo delivers.
 func runTraces(o options) error {
-	counter := &spanCounter{}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	counter, counterAddr, stop, err := serveSpanCounter()
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer()
-	ptraceotlp.RegisterGRPCServer(srv, counter)
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Stop()
+	defer stop()
 	dir, httpAddr, cleanup, err := workspace("watershed-bench-traces-")
 	if err != nil {
 		return err
@@ -66,7 +75,7 @@ func runTraces(o options) error {
 		return err
 	}
 	_, otlpPort, _ := net.SplitHostPort(otlpAddr)
-	cfg := tracesConfig(httpAddr, embeddedNATS(dir, "127.0.0.1:-1"), l.Addr().String(), otlpPort)
+	cfg := tracesConfig(httpAddr, embeddedNATS(dir, "127.0.0.1:-1"), counterAddr, otlpPort)
 
 	// telemetrygen's --rate is spans per second per worker; each trace is
 	// a parent and o.childSpans children.
