@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
-
 )
 
 // runCompareTraces sends spans with telemetrygen at o.spanRate into
