@@ -17,11 +17,11 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
-	_ "google.golang.org/grpc/encoding/gzip" // OTLP gRPC senders may gzip
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/config"
+	_ "github.com/watershed-dev/watershed/platform/grpcgzip" // OTLP gRPC senders may gzip
 )
 
 // Signals says which signals the receivers take: each goes to its

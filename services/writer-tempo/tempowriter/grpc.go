@@ -13,11 +13,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/watershed-dev/watershed/platform/config"
+	"github.com/watershed-dev/watershed/platform/grpcgzip"
 	"github.com/watershed-dev/watershed/platform/httpwriter"
 	"github.com/watershed-dev/watershed/platform/remotewrite"
 )
@@ -77,7 +77,7 @@ func newGRPCSender(t config.TempoConfig) (*grpcSender, error) {
 		s.md.Set("authorization", a)
 	}
 	if t.Compression == "gzip" {
-		s.opts = append(s.opts, grpc.UseCompressor(gzip.Name))
+		s.opts = append(s.opts, grpc.UseCompressor(grpcgzip.Name))
 	}
 	return s, nil
 }
