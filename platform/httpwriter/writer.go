@@ -184,9 +184,13 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 		// A pull outlives a replica that stops renewing its claim by at
 		// most this; with the claim fenced at half the lease, it has
 		// expired before the next owner can pull.
-		MaxWait:       min(w.cfg.Queue.BatchSendDeadline, w.cfg.NATS.Groups.Lease/4),
-		Handle:        pw.add,
-		Flush:         pw.flush,
+		MaxWait: min(w.cfg.Queue.BatchSendDeadline, w.cfg.NATS.Groups.Lease/4),
+		Handle:  pw.add,
+		// The end of a pull settles what it delivered before the next
+		// pull: a pull open while a request is retried past AckWait
+		// would take the bus's redeliveries of messages this writer
+		// still holds, and send them twice.
+		Flush:         pw.finish,
 		Logger:        w.logger.With("partition", p),
 		PriorityGroup: bus.PriorityGroup,
 		Stop:          lease.Draining(),
@@ -201,8 +205,8 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 // partitionWriter joins one partition's messages into requests and sends
 // them one at a time, in order: request k+1 goes only once the backend
 // took k (or refused it for good) and k is acked. While k is on its way,
-// the next messages are fetched and joined into k+1, so that fetching,
-// joining and acknowledging do not add to each request's round trip.
+// the next messages of the same pull are joined into k+1, so that joining
+// and acknowledging do not add to each request's round trip.
 type partitionWriter struct {
 	w         *Writer
 	partition int
