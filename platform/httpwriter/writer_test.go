@@ -438,3 +438,60 @@ func TestWriterPreparesTheNextRequestWhileOneIsOnItsWay(t *testing.T) {
 		t.Errorf("acked %v, want the last message of each request in order %v", acks, want)
 	}
 }
+
+// The next pull may overlap a young request, but not one whose messages
+// could reach AckWait meanwhile (a request retried through an outage):
+// the bus would redeliver them into that pull.
+func TestEndOfPullSettlesAnOldRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		age   time.Duration
+		waits bool
+	}{
+		{name: "young request overlaps the next pull", age: 0, waits: false},
+		{name: "request near AckWait is settled first", age: 20 * time.Second, waits: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gate := &gatedSender{started: make(chan struct{}), release: make(chan struct{})}
+			w := &Writer{
+				cfg:     Config{Queue: Queue{MaxItemsPerSend: 1000, AckWait: 30 * time.Second, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}},
+				sender:  gate,
+				metrics: newMetrics(prometheus.NewRegistry(), "prometheus"),
+				logger:  slog.New(slog.DiscardHandler),
+			}
+			var acks []string
+			var b remotewrite.Builder
+			b.AppendSample(labels.FromStrings("__name__", "m"), 1, 1, nil)
+			h := nats.Header{}
+			h.Set(bus.HeaderCount, "1")
+			pw := &partitionWriter{w: w, pullWait: time.Second}
+			ctx := context.Background()
+			if err := pw.add(ctx, &fakeMsg{data: remotewrite.Compress(nil, b.Bytes()), headers: h, acks: &acks, name: "m0"}); err != nil {
+				t.Fatal(err)
+			}
+			pw.taken = time.Now().Add(-tc.age)
+			done := make(chan error, 1)
+			go func() { done <- pw.endOfPull(ctx) }()
+			<-gate.started
+			if !tc.waits {
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+				close(gate.release)
+				if err := pw.wait(); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("endOfPull returned (%v) while a request near AckWait was on its way", err)
+			case <-time.After(100 * time.Millisecond): // it must still be waiting; a bounded look, not synchronisation
+			}
+			close(gate.release)
+			if err := <-done; err != nil || pw.inFlight != nil || len(acks) != 1 {
+				t.Errorf("after release: %v, in flight %v, acks %v", err, pw.inFlight != nil, acks)
+			}
+		})
+	}
+}
