@@ -170,12 +170,7 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 	if err != nil {
 		return err
 	}
-	pw := &partitionWriter{w: w, partition: p, inDoubt: inDoubt,
-		// A pull outlives a replica that stops renewing its claim by at
-		// most this; with the claim fenced at half the lease, it has
-		// expired before the next owner can pull.
-		pullWait: min(w.cfg.Queue.BatchSendDeadline, w.cfg.NATS.Groups.Lease/4),
-	}
+	pw := &partitionWriter{w: w, partition: p, inDoubt: inDoubt}
 	// Numbering continues from the last message this consumer acked,
 	// so that what the buffer dropped while no writer ran is counted too.
 	if info, err := cons.Info(ctx); err == nil && info.AckFloor.Stream > 0 {
@@ -184,11 +179,18 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 		}
 	}
 	loop := &bus.FetchLoop{
-		Consumer:      cons,
-		Batch:         w.cfg.Batch,
-		MaxWait:       pw.pullWait,
-		Handle:        pw.add,
-		Flush:         pw.endOfPull,
+		Consumer: cons,
+		Batch:    w.cfg.Batch,
+		// A pull outlives a replica that stops renewing its claim by at
+		// most this; with the claim fenced at half the lease, it has
+		// expired before the next owner can pull.
+		MaxWait: min(w.cfg.Queue.BatchSendDeadline, w.cfg.NATS.Groups.Lease/4),
+		Handle:  pw.add,
+		// The end of a pull settles what it delivered before the next
+		// pull: a pull open while a request is retried past AckWait
+		// would take the bus's redeliveries of messages this writer
+		// still holds, and send them twice.
+		Flush:         pw.finish,
 		Logger:        w.logger.With("partition", p),
 		PriorityGroup: bus.PriorityGroup,
 		Stop:          lease.Draining(),
@@ -203,9 +205,8 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 // partitionWriter joins one partition's messages into requests and sends
 // them one at a time, in order: request k+1 goes only once the backend
 // took k (or refused it for good) and k is acked. While k is on its way,
-// the next messages are pulled and joined into k+1, so that pulling,
-// joining and acknowledging do not add to each request's round trip
-// (see endOfPull for when the next pull waits).
+// the next messages of the same pull are joined into k+1, so that joining
+// and acknowledging do not add to each request's round trip.
 type partitionWriter struct {
 	w         *Writer
 	partition int
@@ -218,9 +219,7 @@ type partitionWriter struct {
 	joiners  [2]remotewrite.Joiner
 	next     int      // index of the free joiner
 	inFlight *request // nil when no request is on its way
-	pullWait time.Duration
-	taken    time.Time // when the first pending message was taken
-	lastSeq  uint64    // Ws-Partition-Seq of the last message taken, 0 unknown
+	lastSeq  uint64   // Ws-Partition-Seq of the last message taken, 0 unknown
 	// inDoubt is the last stream sequence a previous owner was given
 	// without acking it: up to there the backend may hold a message
 	// already, so each goes alone (see resending).
@@ -237,7 +236,6 @@ type request struct {
 	tenant    string
 	joiner    *remotewrite.Joiner
 	resending bool
-	taken     time.Time // when its first message was taken
 	done      chan struct{}
 	err       error // ctx ended before the backend answered; set before done closes
 }
@@ -272,9 +270,6 @@ func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 		if err := p.flush(ctx); err != nil {
 			return err
 		}
-	}
-	if len(p.pending) == 0 {
-		p.taken = time.Now()
 	}
 	p.pending = append(p.pending, msg)
 	p.items += count
@@ -355,7 +350,7 @@ func (p *partitionWriter) flush(ctx context.Context) error {
 	if len(kept) == 0 {
 		return nil
 	}
-	r := &request{msgs: kept, items: items, tenant: p.tenant, joiner: j, resending: p.resending, taken: p.taken, done: make(chan struct{})}
+	r := &request{msgs: kept, items: items, tenant: p.tenant, joiner: j, resending: p.resending, done: make(chan struct{})}
 	p.next ^= 1
 	p.inFlight = r
 	go func() {
@@ -375,21 +370,6 @@ func (p *partitionWriter) wait() error {
 	<-r.done
 	p.inFlight = nil
 	return r.err
-}
-
-// endOfPull sends what the pull left pending. The next pull may start
-// while that request is on its way, unless its messages could reach their
-// AckWait before that pull ends: the bus would then redeliver them into
-// it, and they would be sent twice. So a request retried through a
-// backend outage is settled before anything more is pulled.
-func (p *partitionWriter) endOfPull(ctx context.Context) error {
-	if err := p.flush(ctx); err != nil {
-		return err
-	}
-	if r := p.inFlight; r != nil && time.Since(r.taken)+p.pullWait >= p.w.cfg.Queue.AckWait/2 {
-		return p.wait()
-	}
-	return nil
 }
 
 // finish sends what is pending and waits until it is acked: the partition
