@@ -357,6 +357,7 @@ type MetricsConfig struct {
 	ScrapeInterval time.Duration  `yaml:"scrapeInterval"`
 	ScrapeTimeout  time.Duration  `yaml:"scrapeTimeout"`
 	BodySizeLimit  flagext.Bytes  `yaml:"bodySizeLimit"`
+	BatchLinger    time.Duration  `yaml:"batchLinger"`
 	StaticTargets  []StaticTarget `yaml:"staticTargets"`
 
 	AutoDiscover     AutoDiscoverConfig `yaml:"autoDiscover"`
@@ -408,6 +409,7 @@ func (c *MetricsConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) 
 	f.DurationVar(&c.ScrapeTimeout, prefix+"scrapeTimeout", 10*time.Second, "Default scrape timeout (capped at the interval).")
 	c.BodySizeLimit = 32 << 20
 	f.Var(&c.BodySizeLimit, prefix+"bodySizeLimit", "Largest uncompressed scrape body; a larger one fails the scrape (up 0). 0 means no limit.")
+	f.DurationVar(&c.BatchLinger, prefix+"batchLinger", 200*time.Millisecond, "How long a finished scrape waits for others of its bus partition to share one bus message with it (up to nats.maxMessageBytes); 0 publishes every scrape alone.")
 	c.AutoDiscover.RegisterFlagsWithPrefix(prefix+"autoDiscover.", f)
 	c.Kubelet.registerFlags(prefix+"kubelet.", f, true)
 	c.Cadvisor.registerFlags(prefix+"cadvisor.", f, true)
@@ -426,6 +428,9 @@ func (c *MetricsConfig) Validate() error {
 	}
 	if c.ScrapeTimeout <= 0 {
 		errs = append(errs, fieldErr("metrics.scrapeTimeout", "must be positive"))
+	}
+	if c.BatchLinger < 0 || c.BatchLinger > 5*time.Second {
+		errs = append(errs, fieldErr("metrics.batchLinger", "%s is outside 0s..5s", c.BatchLinger))
 	}
 	errs = append(errs, c.AutoDiscover.Validate(),
 		c.Kubelet.validate("metrics.kubelet"), c.Cadvisor.validate("metrics.cadvisor"),

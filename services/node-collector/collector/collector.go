@@ -30,6 +30,9 @@ type Config struct {
 	// PublishTimeout bounds how long one scrape may wait for the bus before
 	// its samples are counted as dropped.
 	PublishTimeout time.Duration
+	// JoinSamples: scrapes stop sharing a bus message that holds this many
+	// samples; the writer's maxSamplesPerSend, as it cannot split one.
+	JoinSamples int
 	// FlushTimeout bounds how long shutdown waits for scrapes in flight.
 	FlushTimeout time.Duration
 	// ServiceAccount is presented to assigned targets that ask for it.
@@ -104,6 +107,8 @@ func (c *Collector) starting(ctx context.Context) error {
 		maxMessageBytes: int(c.cfg.NATS.MaxMessageBytes),
 		source:          c.cfg.Name,
 		publishTimeout:  c.cfg.PublishTimeout,
+		linger:          c.cfg.Metrics.BatchLinger,
+		joinSamples:     c.cfg.JoinSamples,
 	}, bus.NewPublisher(c.bus.JetStream(), "node-collector", c.pubm, c.logger), c.metrics, c.logger)
 
 	mgr, err := scrape.NewManager(&scrape.Options{

@@ -17,6 +17,7 @@ func NewFromEnv(env *runtime.Env) *Collector {
 		NATS:           cfg.NATS,
 		PublishTimeout: max(cfg.Metrics.ScrapeInterval, cfg.Server.ShutdownTimeout/2),
 		FlushTimeout:   cfg.Server.ShutdownTimeout / 2,
+		JoinSamples:    cfg.ExternalServices.Prometheus.Queue.MaxSamplesPerSend,
 		ServiceAccount: DefaultServiceAccount,
 	}, env.Bus, env.PublisherMetrics, env.Registry, env.Logger)
 }

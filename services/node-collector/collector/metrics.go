@@ -14,12 +14,13 @@ const (
 )
 
 type metrics struct {
-	samplesAppended  prometheus.Counter
-	staleMarkers     prometheus.Counter
-	samplesPublished prometheus.Counter
-	samplesDropped   *prometheus.CounterVec
-	messages         prometheus.Counter
-	publishDuration  prometheus.Histogram
+	samplesAppended   prometheus.Counter
+	staleMarkers      prometheus.Counter
+	samplesPublished  prometheus.Counter
+	samplesDropped    *prometheus.CounterVec
+	messages          prometheus.Counter
+	scrapesPerMessage prometheus.Histogram
+	publishDuration   prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,11 +44,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		messages: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_collector_messages_published_total",
-			Help: "Bus messages published: one per scrape, more for a scrape split by size.",
+			Help: "Bus messages published: the scrapes of a partition finished within metrics.batchLinger share one; a scrape over nats.maxMessageBytes is split.",
+		}),
+		scrapesPerMessage: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "watershed_collector_scrapes_per_message",
+			Help:    "Scrapes (or parts of a split scrape) joined in one published bus message.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
 		}),
 		publishDuration: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "watershed_collector_publish_duration_seconds",
-			Help:    "Time from the end of a scrape to JetStream's ack of all its messages.",
+			Help:    "Time from the end of a scrape to JetStream's ack of all its messages, batchLinger included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8),
 		}),
 	}

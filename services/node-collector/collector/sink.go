@@ -1,9 +1,11 @@
 package collector
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -39,8 +41,12 @@ type sink struct {
 	ctx             context.Context // ends when a shutdown flush runs out of time
 	metrics         *metrics
 	logger          *slog.Logger
+	linger          time.Duration
+	joinSamples     int
+	joiners         []partitionJoiner // by partition
 	builders        sync.Pool
 	payloads        sync.Pool // compressed chunk buffers, back once acked
+	bodies          sync.Pool // uncompressed bodies of open messages
 }
 
 type sinkConfig struct {
@@ -48,6 +54,10 @@ type sinkConfig struct {
 	maxMessageBytes int
 	source          string
 	publishTimeout  time.Duration
+	linger          time.Duration // metrics.batchLinger
+	// joinSamples: scrapes stop joining a message that holds this many
+	// samples (the writer's maxSamplesPerSend).
+	joinSamples int
 }
 
 func newSink(ctx context.Context, cfg sinkConfig, pub publisher, m *metrics, logger *slog.Logger) *sink {
@@ -58,11 +68,15 @@ func newSink(ctx context.Context, cfg sinkConfig, pub publisher, m *metrics, log
 		source:          cfg.source,
 		bootID:          strconv.FormatInt(time.Now().UnixNano(), 36),
 		publishTimeout:  cfg.publishTimeout,
+		linger:          cfg.linger,
+		joinSamples:     cmp.Or(cfg.joinSamples, math.MaxInt),
+		joiners:         make([]partitionJoiner, cfg.partitions),
 		ctx:             ctx,
 		metrics:         m,
 		logger:          logger,
 		builders:        sync.Pool{New: func() any { return &remotewrite.Builder{} }},
 		payloads:        sync.Pool{New: func() any { return new([]byte) }},
+		bodies:          sync.Pool{New: func() any { return new([]byte) }},
 	}
 }
 
@@ -139,23 +153,43 @@ func (a *appender) release() {
 
 // Commit publishes the scrape and waits until JetStream has stored it. The
 // scrape loop of one target commits one scrape after the other, so a
-// target's scrapes reach the bus in order.
+// target's scrapes reach the bus in order. A scrape larger than
+// maxMessageBytes publishes its full chunks alone, in order, and joins its
+// rest to the partition's open message (joiner.go).
 func (a *appender) Commit() error {
 	defer a.release()
-	a.cut()
 	m := a.sink.metrics
 	m.samplesAppended.Add(float64(a.samples))
 	m.staleMarkers.Add(float64(a.stale))
-	if len(a.chunks) == 0 {
+	if len(a.chunks) == 0 && a.b.Series() == 0 {
 		return nil
 	}
 	start := time.Now()
+	partition := bus.Partition(a.key, a.sink.partitions)
+	if err := a.publishChunks(partition); err != nil {
+		return err
+	}
+	if a.b.Series() > 0 {
+		if err := a.sink.join(partition, a.key, a.b); err != nil {
+			return fmt.Errorf("publish scrape of %s: %w", a.key, err)
+		}
+	}
+	m.publishDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// publishChunks publishes the full chunks of a large scrape, one after the
+// other; the first failure counts the rest of the scrape as dropped.
+func (a *appender) publishChunks(partition int) error {
+	m := a.sink.metrics
+	if len(a.chunks) == 0 {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(a.sink.ctx, a.sink.publishTimeout)
 	defer cancel()
-	partition := bus.Partition(a.key, a.sink.partitions)
 	for i, c := range a.chunks {
 		if _, err := a.sink.pub.Publish(ctx, a.sink.message(partition, a.key, c)); err != nil {
-			lost := 0
+			lost := a.b.Samples()
 			for _, rest := range a.chunks[i:] {
 				lost += rest.samples
 			}
@@ -164,12 +198,12 @@ func (a *appender) Commit() error {
 		}
 		m.samplesPublished.Add(float64(c.samples))
 		m.messages.Inc()
+		m.scrapesPerMessage.Observe(1)
 		// Acked: the client holds no reference to the payload any more
 		// (a failed publish may, so only acked buffers go back).
 		*c.buf = c.payload
 		a.sink.payloads.Put(c.buf)
 	}
-	m.publishDuration.Observe(time.Since(start).Seconds())
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -201,4 +202,172 @@ func BenchmarkSinkScrape(b *testing.B) {
 		pub.msgs = pub.msgs[:0]
 	}
 	b.ReportMetric(float64(b.N*len(series))/b.Elapsed().Seconds(), "samples/s")
+}
+
+func newJoiningSink(t *testing.T, pub publisher, maxBytes int, linger time.Duration, joinSamples ...int) *sink {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg := sinkConfig{partitions: 1, maxMessageBytes: maxBytes, source: "node-a", publishTimeout: time.Second, linger: linger}
+	if len(joinSamples) > 0 {
+		cfg.joinSamples = joinSamples[0]
+	}
+	return newSink(context.Background(), cfg,
+		pub, newMetrics(reg), slog.New(slog.DiscardHandler))
+}
+
+// scrapeSize is the encoded size of a scrape appendN makes of n series.
+func scrapeSize(t *testing.T, n int) int {
+	t.Helper()
+	pub := &recordingPublisher{}
+	s := newJoiningSink(t, pub, 1<<20, 0)
+	app := s.AppenderV2(context.Background()).(*appender)
+	appendN(t, app, n, false)
+	size := app.b.Len()
+	if err := app.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	return size
+}
+
+// commitConcurrently commits one scrape of n series per size in its own
+// goroutine, as the scrape loops of several targets do, and returns their
+// errors.
+func commitConcurrently(t *testing.T, s *sink, sizes ...int) []error {
+	t.Helper()
+	errs := make([]error, len(sizes))
+	var wg sync.WaitGroup
+	for i, n := range sizes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			app := s.AppenderV2(context.Background())
+			appendN(t, app, n, false)
+			errs[i] = app.Commit()
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+func TestScrapesOfAPartitionShareAMessage(t *testing.T) {
+	size := scrapeSize(t, 100)
+	for _, tc := range []struct {
+		name     string
+		maxBytes int
+		linger   time.Duration
+		// joinSamples caps the samples of a message, 0 for no cap.
+		joinSamples int
+		scrapes     []int
+		// messages is the number of bus messages expected, 0 for "any".
+		messages int
+	}{
+		// The third scrape fills the message: it goes out at once, long
+		// before the linger ends.
+		{name: "full message goes out at once", maxBytes: 3 * size, linger: time.Hour, scrapes: []int{100, 100, 100}, messages: 1},
+		{name: "linger ends the message", maxBytes: 1 << 20, linger: 10 * time.Millisecond, scrapes: []int{100}, messages: 1},
+		// Whatever the interleaving, no message exceeds maxBytes and every
+		// series arrives once.
+		{name: "a scrape without room opens the next message", maxBytes: 2*size + 1, linger: 5 * time.Millisecond, scrapes: []int{100, 100, 100, 100, 100}},
+		{name: "a message full of samples goes out at once", maxBytes: 1 << 20, linger: time.Hour, joinSamples: 200, scrapes: []int{100, 100}, messages: 1},
+		{name: "a scrape over the sample cap opens the next message", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 250, scrapes: []int{100, 100, 100, 100, 100}},
+		{name: "a scrape larger than the sample cap goes alone", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 50, scrapes: []int{100, 10, 100}},
+		{name: "linger 0 publishes every scrape alone", maxBytes: 1 << 20, linger: 0, scrapes: []int{100, 100, 100}, messages: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pub := &recordingPublisher{}
+			s := newJoiningSink(t, pub, tc.maxBytes, tc.linger, tc.joinSamples)
+			for i, err := range commitConcurrently(t, s, tc.scrapes...) {
+				if err != nil {
+					t.Fatalf("commit %d: %v", i, err)
+				}
+			}
+			if tc.messages > 0 && len(pub.msgs) != tc.messages {
+				t.Fatalf("%d messages, want %d", len(pub.msgs), tc.messages)
+			}
+			want, series := 0, 0
+			for _, n := range tc.scrapes {
+				want += n
+			}
+			for _, m := range pub.msgs {
+				body, err := s2.Decode(nil, m.Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(body) > tc.maxBytes {
+					t.Errorf("message of %d bytes, over the %d allowed", len(body), tc.maxBytes)
+				}
+				n := len(decodeMsg(t, m).Timeseries)
+				if c, _ := bus.Count(m.Header); c != n {
+					t.Errorf("count header %d, payload holds %d", c, n)
+				}
+				if tc.joinSamples > 0 && n > max(tc.joinSamples, 100) {
+					t.Errorf("message of %d samples, over the cap of %d", n, tc.joinSamples)
+				}
+				series += n
+			}
+			if series != want {
+				t.Errorf("%d series published, want %d", series, want)
+			}
+			if got := testutil.ToFloat64(s.metrics.samplesPublished); got != float64(want) {
+				t.Errorf("published counter %v, want %d", got, want)
+			}
+			if got := testutil.ToFloat64(s.metrics.messages); got != float64(len(pub.msgs)) {
+				t.Errorf("messages counter %v, want %d", got, len(pub.msgs))
+			}
+		})
+	}
+}
+
+func TestAFailedSharedMessageFailsEachScrapeAndCountsItsSamplesOnce(t *testing.T) {
+	pub := &recordingPublisher{err: errors.New("bus down")}
+	s := newJoiningSink(t, pub, 2*scrapeSize(t, 10), time.Hour)
+	for i, err := range commitConcurrently(t, s, 10, 10) {
+		if err == nil || !strings.Contains(err.Error(), "bus down") {
+			t.Errorf("commit %d: %v, want the publish error", i, err)
+		}
+	}
+	if got := testutil.ToFloat64(s.metrics.samplesDropped.WithLabelValues(reasonPublishFailed)); got != 20 {
+		t.Errorf("dropped %v samples, want 20", got)
+	}
+}
+
+// TestATargetsScrapesStayInOrder: a target's next scrape is committed only
+// once the message holding its last one is stored, so its samples reach
+// the bus in scrape order even when its scrapes share messages with others.
+func TestATargetsScrapesStayInOrder(t *testing.T) {
+	pub := &recordingPublisher{}
+	s := newJoiningSink(t, pub, 1<<20, time.Millisecond)
+	var wg sync.WaitGroup
+	for target := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ts := int64(1); ts <= 20; ts++ {
+				app := s.AppenderV2(context.Background())
+				ls := labels.FromStrings("__name__", "m", "target", fmt.Sprint(target))
+				if _, err := app.Append(0, ls, 0, ts, 1, nil, nil, storage.AOptions{}); err != nil {
+					t.Error(err)
+				}
+				if err := app.Commit(); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	last := map[string]int64{}
+	for _, m := range pub.msgs {
+		for _, ts := range decodeMsg(t, m).Timeseries {
+			target := ts.Labels[1].Value
+			if got := ts.Samples[0].Timestamp; got != last[target]+1 {
+				t.Fatalf("target %s: sample %d after %d", target, got, last[target])
+			}
+			last[target]++
+		}
+	}
+	for target, n := range last {
+		if n != 20 {
+			t.Errorf("target %s: %d samples, want 20", target, n)
+		}
+	}
 }

@@ -30,16 +30,17 @@ import (
 )
 
 type options struct {
-	binary   string
-	targets  int
-	series   int
-	interval time.Duration
-	warmup   time.Duration
-	duration time.Duration
-	profile  string
-	signal   string
-	logRate  float64
-	logFiles int
+	binary      string
+	targets     int
+	series      int
+	interval    time.Duration
+	warmup      time.Duration
+	duration    time.Duration
+	profile     string
+	heapProfile string
+	signal      string
+	logRate     float64
+	logFiles    int
 	// collectorOnly measures the node collector in its own process.
 	collectorOnly bool
 	// Traces: telemetrygen's load.
@@ -76,6 +77,7 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 10*time.Second, "time before measuring")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "measured time")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the watershed process over the measured time to this file")
+	flag.StringVar(&o.heapProfile, "memprofile", "", "write a heap profile of the watershed process at the end of the measured time to this file")
 	flag.StringVar(&o.signal, "signal", "metrics", "metrics, logs, traces, or catchup (metrics after a backend outage)")
 	flag.Float64Var(&o.logRate, "log-rate", 10, "logs: MiB/s written, across all files")
 	flag.IntVar(&o.logFiles, "log-files", 4, "logs: files written")
@@ -397,7 +399,11 @@ func freeAddr() (string, error) {
 }
 
 func fetchProfile(httpAddr string, d time.Duration, file string) error {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", httpAddr, int(d.Seconds())))
+	return fetchURL(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", httpAddr, int(d.Seconds())), file)
+}
+
+func fetchURL(url, file string) error {
+	resp, err := http.Get(url)
 	if err != nil {
 		return err
 	}
@@ -414,7 +420,7 @@ func fetchProfile(httpAddr string, d time.Duration, file string) error {
 // pipelineState reads Watershed's own counters: whether delivery kept up
 // with scraping.
 func pipelineState(httpAddr string) string {
-	return metricLines(httpAddr, "watershed_collector_samples_published_total", "watershed_writer_items_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}")
+	return metricLines(httpAddr, "watershed_collector_samples_published_total", "watershed_collector_messages_published_total", "watershed_writer_items_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}")
 }
 
 // metricLines is Watershed's own series whose lines start with one of names.

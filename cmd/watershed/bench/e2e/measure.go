@@ -70,6 +70,11 @@ func measure(o options, dir, httpAddr, cfg string, counter func() int64, report 
 	if err := <-profileDone; err != nil {
 		return m, fmt.Errorf("cpu profile: %w", err)
 	}
+	if o.heapProfile != "" {
+		if err := fetchURL("http://"+httpAddr+"/debug/pprof/heap", o.heapProfile); err != nil {
+			return m, fmt.Errorf("heap profile: %w", err)
+		}
+	}
 	if report != nil {
 		report()
 	}

@@ -1,0 +1,123 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/watershed-dev/watershed/platform/remotewrite"
+)
+
+// Scrapes of one partition share bus messages. Every bus message costs the
+// same on each hop whatever its size (stored, delivered, acked, removed
+// from the raw work queue, and again on the destination stream), so many
+// small targets cost mostly messages: at 200 scrapes a second of 1,000
+// series, the bus spent more on them than on their bytes. A finished
+// scrape joins the open message of its partition and waits for it to be
+// stored; the message goes out when it is full or batchLinger after its
+// first scrape, so the bus carries at most partitions/linger messages a
+// second plus one per full message, however many targets there are.
+//
+// Full is maxMessageBytes, or joinSamples samples: the writer cannot split
+// a message, so a message larger than one of its requests
+// (externalServices.prometheus.queue.maxSamplesPerSend) would make its
+// requests larger than configured, and its buffers with them.
+//
+// Order: a target's scrapes all go to its partition, and its scrape loop
+// waits in Commit until the message holding a scrape is stored before it
+// scrapes again, so a target's samples reach the bus in order.
+
+// openMessage is a bus message of one partition still taking scrapes.
+type openMessage struct {
+	body    *[]byte // scrapes' WriteRequests, concatenated: protobuf joins repeated fields by concatenation
+	key     string  // partition key of the first scrape
+	samples int
+	scrapes int
+	timer   *time.Timer // publishes it batchLinger after the first scrape
+	done    chan struct{}
+	err     error // set before done is closed
+}
+
+// partitionJoiner holds the open message of one partition.
+type partitionJoiner struct {
+	mu   sync.Mutex
+	open *openMessage
+}
+
+// join adds a finished scrape (the builder's WriteRequest, under
+// maxMessageBytes) to the open message of its partition, and returns once
+// that message is stored or failed.
+func (s *sink) join(partition int, key string, b *remotewrite.Builder) error {
+	j := &s.joiners[partition]
+	j.mu.Lock()
+	om := j.open
+	if om != nil && (len(*om.body)+b.Len() > s.maxMessageBytes || om.samples+b.Samples() > s.joinSamples) {
+		// No room: the open message goes now, this scrape opens the next.
+		j.open = nil
+		om.timer.Stop()
+		go s.publishJoined(partition, om)
+		om = nil
+	}
+	if om == nil {
+		om = &openMessage{body: s.bodies.Get().(*[]byte), key: key, done: make(chan struct{})}
+		*om.body = (*om.body)[:0]
+		if s.linger > 0 {
+			j.open = om
+			om.timer = time.AfterFunc(s.linger, func() { s.lingerEnded(partition, om) })
+		}
+	}
+	*om.body = append(*om.body, b.Bytes()...)
+	om.samples += b.Samples()
+	om.scrapes++
+	full := s.linger == 0 || len(*om.body) >= s.maxMessageBytes || om.samples >= s.joinSamples
+	if full && j.open == om {
+		j.open = nil
+		om.timer.Stop()
+	}
+	j.mu.Unlock()
+	if full {
+		s.publishJoined(partition, om)
+	}
+	<-om.done
+	return om.err
+}
+
+// lingerEnded publishes a message its scrapes have waited batchLinger for,
+// unless it went out already because it was full.
+func (s *sink) lingerEnded(partition int, om *openMessage) {
+	j := &s.joiners[partition]
+	j.mu.Lock()
+	mine := j.open == om
+	if mine {
+		j.open = nil
+	}
+	j.mu.Unlock()
+	if mine {
+		s.publishJoined(partition, om)
+	}
+}
+
+// publishJoined compresses and publishes a message, counts what it held,
+// and releases the scrapes waiting for it.
+func (s *sink) publishJoined(partition int, om *openMessage) {
+	defer close(om.done)
+	m := s.metrics
+	buf := s.payloads.Get().(*[]byte)
+	c := chunk{payload: remotewrite.Compress((*buf)[:0], *om.body), samples: om.samples, buf: buf}
+	s.bodies.Put(om.body)
+	om.body = nil
+	ctx, cancel := context.WithTimeout(s.ctx, s.publishTimeout)
+	defer cancel()
+	if _, err := s.pub.Publish(ctx, s.message(partition, om.key, c)); err != nil {
+		m.samplesDropped.WithLabelValues(reasonPublishFailed).Add(float64(om.samples))
+		om.err = fmt.Errorf("publish message of %d scrapes on partition %d: %w", om.scrapes, partition, err)
+		return
+	}
+	m.samplesPublished.Add(float64(om.samples))
+	m.messages.Inc()
+	m.scrapesPerMessage.Observe(float64(om.scrapes))
+	// Acked: the client holds no reference to the payload any more.
+	*c.buf = c.payload
+	s.payloads.Put(c.buf)
+}
