@@ -95,6 +95,7 @@ type ServerConfig struct {
 	HTTPListenAddress string        `yaml:"httpListenAddress"`
 	LogLevel          string        `yaml:"logLevel"`
 	ShutdownTimeout   time.Duration `yaml:"shutdownTimeout"`
+	GCPercent         int           `yaml:"gcPercent"`
 }
 
 // RegisterFlagsWithPrefix registers the flags and defaults.
@@ -102,6 +103,7 @@ func (c *ServerConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	f.StringVar(&c.HTTPListenAddress, prefix+"httpListenAddress", "127.0.0.1:12345", "Address of the HTTP server (/metrics, /-/healthy, /-/ready, /debug/pprof).")
 	f.StringVar(&c.LogLevel, prefix+"logLevel", "info", "Log level: debug, info, warn or error.")
 	f.DurationVar(&c.ShutdownTimeout, prefix+"shutdownTimeout", 30*time.Second, "How long SIGTERM may take to flush in-flight work before the rest is cancelled and counted as dropped.")
+	f.IntVar(&c.GCPercent, prefix+"gcPercent", 50, "Go garbage collector target (as GOGC, which wins when set): the heap may grow this many percent over the live data before a collection. Lower uses less memory and more CPU.")
 }
 
 // Validate checks the section.
@@ -117,6 +119,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fieldErr("server.shutdownTimeout", "must be positive"))
+	}
+	if c.GCPercent < 10 || c.GCPercent > 1000 {
+		errs = append(errs, fieldErr("server.gcPercent", "%d is outside 10..1000", c.GCPercent))
 	}
 	return errors.Join(errs...)
 }

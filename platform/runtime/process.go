@@ -44,6 +44,7 @@ type Process struct {
 
 // NewProcess opens the bus and builds the services; Run starts them.
 func NewProcess(ctx context.Context, component string, cfg *config.Config, logger *slog.Logger, build BuildFunc) (*Process, error) {
+	applyGCPercent(cfg.Server.GCPercent, logger)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	name := os.Getenv("NODE_NAME")
