@@ -19,7 +19,10 @@ import (
 // first scrape, so the bus carries at most partitions/linger messages a
 // second plus one per full message, however many targets there are.
 //
-// Full is maxMessageBytes, or joinSamples samples: the writer cannot split
+// Full is maxMessageBytes, or joinSamples samples, or not room enough for
+// another scrape of the size of the last one (a scrape over half the
+// limits goes out at once rather than wait for a smaller one that may not
+// come). joinSamples is there because the writer cannot split
 // a message, so a message larger than one of its requests
 // (externalServices.prometheus.queue.maxSamplesPerSend) would make its
 // requests larger than configured, and its buffers with them.
@@ -70,7 +73,9 @@ func (s *sink) join(partition int, key string, b *remotewrite.Builder) error {
 	*om.body = append(*om.body, b.Bytes()...)
 	om.samples += b.Samples()
 	om.scrapes++
-	full := s.linger == 0 || len(*om.body) >= s.maxMessageBytes || om.samples >= s.joinSamples
+	// Full once another scrape like this one would not fit: waiting for
+	// one that might be smaller would only delay this one.
+	full := s.linger == 0 || len(*om.body)+b.Len() > s.maxMessageBytes || om.samples+b.Samples() > s.joinSamples
 	if full && j.open == om {
 		j.open = nil
 		om.timer.Stop()

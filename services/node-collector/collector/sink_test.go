@@ -269,6 +269,8 @@ func TestScrapesOfAPartitionShareAMessage(t *testing.T) {
 		// series arrives once.
 		{name: "a scrape without room opens the next message", maxBytes: 2*size + 1, linger: 5 * time.Millisecond, scrapes: []int{100, 100, 100, 100, 100}},
 		{name: "a message full of samples goes out at once", maxBytes: 1 << 20, linger: time.Hour, joinSamples: 200, scrapes: []int{100, 100}, messages: 1},
+		{name: "a scrape over half the sample cap goes out at once", maxBytes: 1 << 20, linger: time.Hour, joinSamples: 150, scrapes: []int{100}, messages: 1},
+		{name: "a scrape over half maxMessageBytes goes out at once", maxBytes: 2*size - 1, linger: time.Hour, scrapes: []int{100}, messages: 1},
 		{name: "a scrape over the sample cap opens the next message", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 250, scrapes: []int{100, 100, 100, 100, 100}},
 		{name: "a scrape larger than the sample cap goes alone", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 50, scrapes: []int{100, 10, 100}},
 		{name: "linger 0 publishes every scrape alone", maxBytes: 1 << 20, linger: 0, scrapes: []int{100, 100, 100}, messages: 3},
