@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -44,16 +45,54 @@ func (s *otlpLogs) Export(ctx context.Context, req plogotlp.ExportRequest) (plog
 	return plogotlp.NewExportResponse(), grpcStatus(err)
 }
 
-// otlpTraces is the OTLP gRPC trace service.
+// otlpTraces is the OTLP gRPC trace service. Its requests reach it in wire
+// format (rawTracesRequest), for Pipeline.TracesProto.
 type otlpTraces struct {
-	ptraceotlp.UnimplementedGRPCServer
 	p *Pipeline
 }
 
-func (s *otlpTraces) Export(ctx context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
-	err := s.p.Traces(ctx, Source{Protocol: protoOTLPGRPC, PeerIP: grpcPeerIP(ctx)}, req.Traces())
-	return ptraceotlp.NewExportResponse(), grpcStatus(err)
+// registerOTLPTraces registers the trace service on s by hand: the
+// generated registration would decode every span into pdata.
+func registerOTLPTraces(s *grpc.Server, srv *otlpTraces) {
+	s.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
+		HandlerType: (*any)(nil),
+		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: srv.export}},
+		Metadata:    "opentelemetry/proto/collector/trace/v1/trace_service.proto",
+	}, srv)
 }
+
+func (s *otlpTraces) export(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	req := new(rawTracesRequest)
+	if err := dec(req); err != nil {
+		return nil, err
+	}
+	handle := func(ctx context.Context, _ any) (any, error) {
+		err := s.p.TracesProto(ctx, Source{Protocol: protoOTLPGRPC, PeerIP: grpcPeerIP(ctx)}, req.body)
+		return &rawTracesRequest{}, grpcStatus(err) // an empty ExportTraceServiceResponse
+	}
+	if interceptor == nil {
+		return handle(ctx, req)
+	}
+	return interceptor(ctx, req, &grpc.UnaryServerInfo{Server: s, FullMethod: "/opentelemetry.proto.collector.trace.v1.TraceService/Export"}, handle)
+}
+
+// rawTracesRequest is a message kept in wire format. It has the methods
+// by which the OTLP gRPC codec that pdata registers reads and writes its
+// own messages, so the codec hands it the bytes.
+type rawTracesRequest struct{ body []byte }
+
+// UnmarshalProto keeps a copy of the message: the codec reuses buf.
+func (r *rawTracesRequest) UnmarshalProto(buf []byte) error {
+	r.body = append(r.body[:0], buf...)
+	return nil
+}
+
+// SizeProto is the size of the encoded message.
+func (r *rawTracesRequest) SizeProto() int { return len(r.body) }
+
+// MarshalProto encodes the message into buf, at least SizeProto long.
+func (r *rawTracesRequest) MarshalProto(buf []byte) int { return copy(buf, r.body) }
 
 // grpcPeerIP is the sender's IP address, "" when unknown.
 func grpcPeerIP(ctx context.Context) string {
@@ -152,12 +191,26 @@ func (h *otlpHTTP) decode(w http.ResponseWriter, r *http.Request, signal string,
 }
 
 func (h *otlpHTTP) traces(w http.ResponseWriter, r *http.Request) {
+	src := Source{Protocol: protoOTLPHTTP, PeerIP: hostOf(r.RemoteAddr)}
+	if r.Method == http.MethodPost && mediaType(r) == contentTypeProtobuf {
+		// Published in wire format, without decoding the spans.
+		body, err := readBody(r, h.limits)
+		if err != nil {
+			h.p.metrics.undecodable(protoOTLPHTTP, signalTraces, err)
+			code, retry := httpStatus(err)
+			writeOTLPError(w, contentTypeProtobuf, code, retry, err.Error())
+			return
+		}
+		err = h.p.TracesProto(r.Context(), src, body)
+		h.answer(w, contentTypeProtobuf, err, ptraceotlp.NewExportResponse())
+		return
+	}
 	req := ptraceotlp.NewExportRequest()
 	ct, ok := h.decode(w, r, signalTraces, req)
 	if !ok {
 		return
 	}
-	err := h.p.Traces(r.Context(), Source{Protocol: protoOTLPHTTP, PeerIP: hostOf(r.RemoteAddr)}, req.Traces())
+	err := h.p.Traces(r.Context(), src, req.Traces())
 	h.answer(w, ct, err, ptraceotlp.NewExportResponse())
 }
 

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -107,7 +106,7 @@ func (r *Receivers) starting(ctx context.Context) error {
 	if rc.GRPC.Enabled {
 		s := grpc.NewServer(grpcOpts...)
 		if sig.Traces {
-			ptraceotlp.RegisterGRPCServer(s, &otlpTraces{p: r.pipeline})
+			registerOTLPTraces(s, &otlpTraces{p: r.pipeline})
 		}
 		if sig.Metrics {
 			pmetricotlp.RegisterGRPCServer(s, &otlpMetrics{p: r.pipeline})
