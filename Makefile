@@ -115,6 +115,7 @@ tools-compare: deps-debian tools-bench
 bench-compare: tools-compare build
 	go run ./cmd/watershed/bench/e2e -signal=compare-metrics -duration=60s
 	go run ./cmd/watershed/bench/e2e -signal=compare-metrics -series=10000 -targets=20 -duration=60s
+	go run ./cmd/watershed/bench/e2e -signal=compare-metrics -series=100 -targets=1000 -duration=60s
 	go run ./cmd/watershed/bench/e2e -signal=compare-logs -log-rate=20 -duration=60s
 	go run ./cmd/watershed/bench/e2e -signal=compare-traces -span-rate=50000 -workers=8 -duration=60s
 

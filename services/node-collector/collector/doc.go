@@ -1,9 +1,10 @@
 // Package collector is the node collector's metrics path: it scrapes its
 // targets with the Prometheus scrape library (text, OpenMetrics and protobuf
 // exposition, up and scrape_* series, staleness markers, honor_labels,
-// sample_limit, timeouts, TLS and bearer tokens) and turns each scrape into
-// one bus message: a snappy-compressed remote-write 1.0 WriteRequest,
-// encoded straight from the appended samples, published on the raw stream
-// under the target's partition. A scrape larger than nats.maxMessageBytes is
-// split into several messages.
+// sample_limit, timeouts, TLS and bearer tokens) and publishes the scrapes
+// as snappy-compressed remote-write 1.0 WriteRequests, encoded straight
+// from the appended samples, on the raw stream under the target's
+// partition. The scrapes of one partition finished within
+// metrics.batchLinger share a bus message (joiner.go); a scrape larger than
+// nats.maxMessageBytes is split into several messages.
 package collector

@@ -3,8 +3,10 @@
 // gRPC and Thrift over HTTP), as Alloy's receivers do for the
 // k8s-monitoring chart.
 //
-// Every protocol decodes into pdata with the OpenTelemetry libraries, then
-// goes through one pipeline: the request's limits are checked (size,
+// Every protocol decodes into pdata with the OpenTelemetry libraries, except
+// OTLP protobuf traces, which are walked in wire format and only their
+// resources decoded (rawtraces.go: the spans go to the bus as they came),
+// then goes through one pipeline: the request's limits are checked (size,
 // decompressed size, attributes per element), the memory limiter may refuse
 // it with the protocol's retryable answer, each resource is enriched with
 // Kubernetes attributes of the sender's pod (from discovery's pod metadata
