@@ -55,18 +55,10 @@ func (b *Builder) Reset() {
 
 // AppendSample appends one series with one float sample and its exemplars.
 func (b *Builder) AppendSample(ls labels.Labels, t int64, v float64, exemplars []exemplar.Exemplar) {
-	sample := sampleBodySize(t)
-	size := labelsSize(ls) + 1 + varintSize(uint64(sample)) + sample
-	for i := range exemplars {
-		e := exemplarBodySize(&exemplars[i])
-		size += 1 + varintSize(uint64(e)) + e
-	}
-	b.grow(1 + varintSize(uint64(size)) + size)
-	b.buf = append(b.buf, tagWriteRequestTimeseries)
-	b.buf = binary.AppendUvarint(b.buf, uint64(size))
+	body := b.openSeries()
 	b.appendLabels(tagSeriesLabels, ls)
 	b.buf = append(b.buf, tagSeriesSamples)
-	b.buf = binary.AppendUvarint(b.buf, uint64(sample))
+	b.buf = binary.AppendUvarint(b.buf, uint64(sampleBodySize(t)))
 	b.buf = append(b.buf, tagSampleValue)
 	b.buf = binary.LittleEndian.AppendUint64(b.buf, math.Float64bits(v))
 	b.buf = append(b.buf, tagSampleTimestamp)
@@ -74,8 +66,37 @@ func (b *Builder) AppendSample(ls labels.Labels, t int64, v float64, exemplars [
 	for i := range exemplars {
 		b.appendExemplar(&exemplars[i])
 	}
+	b.closeSeries(body)
 	b.series++
 	b.samples++
+}
+
+// seriesSizeRoom is the room openSeries leaves for a series' size, which
+// closeSeries writes once the body is there: 3 bytes hold any size under
+// 2 MiB. Sizing the labels beforehand would walk them twice, and the
+// walk of a series' labels is most of the cost of appending it.
+const seriesSizeRoom = 3
+
+// openSeries starts a TimeSeries field and returns where its body starts.
+func (b *Builder) openSeries() int {
+	b.buf = append(b.buf, tagWriteRequestTimeseries, 0, 0, 0)
+	return len(b.buf)
+}
+
+// closeSeries writes the size of the series whose body starts at body,
+// moving the body back (or forward) to fit the varint.
+func (b *Builder) closeSeries(body int) {
+	size := len(b.buf) - body
+	n := varintSize(uint64(size))
+	start := body - seriesSizeRoom
+	if n > seriesSizeRoom {
+		b.buf = append(b.buf, make([]byte, n-seriesSizeRoom)...)
+	}
+	if n != seriesSizeRoom {
+		copy(b.buf[start+n:], b.buf[body:body+size])
+		b.buf = b.buf[:start+n+size]
+	}
+	binary.PutUvarint(b.buf[start:], uint64(size))
 }
 
 // AppendHistogram appends one series with one native histogram sample;
@@ -92,25 +113,15 @@ func (b *Builder) AppendHistogram(ls labels.Labels, t int64, h *histogram.Histog
 	if err != nil {
 		return fmt.Errorf("encode histogram: %w", err)
 	}
-	size := labelsSize(ls) + 1 + varintSize(uint64(len(body))) + len(body)
-	b.grow(1 + varintSize(uint64(size)) + size)
-	b.buf = append(b.buf, tagWriteRequestTimeseries)
-	b.buf = binary.AppendUvarint(b.buf, uint64(size))
+	start := b.openSeries()
 	b.appendLabels(tagSeriesLabels, ls)
 	b.buf = append(b.buf, tagSeriesHistograms)
 	b.buf = binary.AppendUvarint(b.buf, uint64(len(body)))
 	b.buf = append(b.buf, body...)
+	b.closeSeries(start)
 	b.series++
 	b.samples++
 	return nil
-}
-
-func (b *Builder) grow(n int) {
-	if cap(b.buf)-len(b.buf) < n {
-		nb := make([]byte, len(b.buf), 2*cap(b.buf)+n)
-		copy(nb, b.buf)
-		b.buf = nb
-	}
 }
 
 func (b *Builder) appendLabels(tag byte, ls labels.Labels) {

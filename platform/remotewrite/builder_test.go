@@ -43,6 +43,10 @@ func TestBuilderMatchesPrompb(t *testing.T) {
 		{name: "negative time", ls: labels.FromStrings("__name__", "old"), t: -5, v: -2.5, sample: true},
 		{name: "staleness marker", ls: labels.FromStrings("__name__", "gone"), t: 42, v: math.Float64frombits(value.StaleNaN), sample: true},
 		{name: "long label value", ls: labels.FromStrings("__name__", "x", "v", string(make([]byte, 300))), t: 1, v: 1, sample: true},
+		// The series' size takes 3 bytes, then 4: closeSeries moves the
+		// body for every size but the one it left room for.
+		{name: "series of 20 KiB", ls: labels.FromStrings("__name__", "x", "v", string(make([]byte, 20<<10))), t: 1, v: 1, sample: true},
+		{name: "series of 3 MiB", ls: labels.FromStrings("__name__", "x", "v", string(make([]byte, 3<<20))), t: 1, v: 1, sample: true},
 		{name: "exemplar", ls: labels.FromStrings("__name__", "req_bucket", "le", "0.5"), t: 7, v: 3, sample: true,
 			ex: []exemplar.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 0.3, Ts: 6, HasTs: true}}},
 		{name: "histogram", ls: labels.FromStrings("__name__", "lat"), t: 9, hist: h},
