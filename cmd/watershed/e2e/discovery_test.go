@@ -237,24 +237,40 @@ func createServiceMonitored(t *testing.T, client kubernetes.Interface, restCfg *
 func assertEventInLokiBuffer(t *testing.T, a *allInOne, want string) {
 	t.Helper()
 	js := a.proc.Env().Bus.JetStream()
+	// The API server reports events of its own (a repaired ClusterIP, ...)
+	// that may come first: every line in the buffer is looked at.
 	waitFor(t, 30*time.Second, "the event's line in WS_DEST_LOKI", func() (bool, string) {
 		s, err := js.Stream(context.Background(), "WS_DEST_LOKI")
 		if err != nil {
 			return false, err.Error()
 		}
-		m, err := s.GetMsg(context.Background(), 1)
+		info, err := s.Info(context.Background())
 		if err != nil {
 			return false, err.Error()
 		}
-		body, err := s2.Decode(nil, m.Data)
-		if err != nil {
-			return false, err.Error()
+		var seen []string
+		for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
+			m, err := s.GetMsg(context.Background(), seq)
+			if err != nil {
+				return false, err.Error()
+			}
+			body, err := s2.Decode(nil, m.Data)
+			if err != nil {
+				return false, err.Error()
+			}
+			var req push.PushRequest
+			if err := req.Unmarshal(body); err != nil {
+				return false, err.Error()
+			}
+			for _, st := range req.Streams {
+				for _, e := range st.Entries {
+					if strings.Contains(e.Line, want) && strings.Contains(st.Labels, `job="integrations/kubernetes/eventhandler"`) {
+						return true, ""
+					}
+					seen = append(seen, e.Line)
+				}
+			}
 		}
-		var req push.PushRequest
-		if err := req.Unmarshal(body); err != nil {
-			return false, err.Error()
-		}
-		line := req.Streams[0].Entries[0].Line
-		return strings.Contains(line, want) && strings.Contains(req.Streams[0].Labels, `job="integrations/kubernetes/eventhandler"`), line
+		return false, fmt.Sprintf("lines so far: %q", seen)
 	})
 }
