@@ -52,6 +52,12 @@ type partitionJoiner struct {
 // maxMessageBytes) to the open message of its partition, and returns once
 // that message is stored or failed.
 func (s *sink) join(partition int, key string, b *remotewrite.Builder) error {
+	if s.linger == 0 {
+		// Alone: published straight from the builder.
+		om := &openMessage{key: key, samples: b.Samples(), scrapes: 1, done: make(chan struct{})}
+		s.publish(partition, om, b.Bytes())
+		return om.err
+	}
 	j := &s.joiners[partition]
 	j.mu.Lock()
 	om := j.open
@@ -65,18 +71,16 @@ func (s *sink) join(partition int, key string, b *remotewrite.Builder) error {
 	if om == nil {
 		om = &openMessage{body: s.bodies.Get().(*[]byte), key: key, done: make(chan struct{})}
 		*om.body = (*om.body)[:0]
-		if s.linger > 0 {
-			j.open = om
-			om.timer = time.AfterFunc(s.linger, func() { s.lingerEnded(partition, om) })
-		}
+		j.open = om
+		om.timer = time.AfterFunc(s.linger, func() { s.lingerEnded(partition, om) })
 	}
 	*om.body = append(*om.body, b.Bytes()...)
 	om.samples += b.Samples()
 	om.scrapes++
 	// Full once another scrape like this one would not fit: waiting for
 	// one that might be smaller would only delay this one.
-	full := s.linger == 0 || len(*om.body)+b.Len() > s.maxMessageBytes || om.samples+b.Samples() > s.joinSamples
-	if full && j.open == om {
+	full := len(*om.body)+b.Len() > s.maxMessageBytes || om.samples+b.Samples() > s.joinSamples
+	if full {
 		j.open = nil
 		om.timer.Stop()
 	}
@@ -103,15 +107,20 @@ func (s *sink) lingerEnded(partition int, om *openMessage) {
 	}
 }
 
-// publishJoined compresses and publishes a message, counts what it held,
-// and releases the scrapes waiting for it.
+// publishJoined publishes a joined message and gives its body back.
 func (s *sink) publishJoined(partition int, om *openMessage) {
+	s.publish(partition, om, *om.body)
+	s.bodies.Put(om.body)
+	om.body = nil
+}
+
+// publish compresses and publishes a message's body, counts what it held,
+// and releases the scrapes waiting for it.
+func (s *sink) publish(partition int, om *openMessage, body []byte) {
 	defer close(om.done)
 	m := s.metrics
 	buf := s.payloads.Get().(*[]byte)
-	c := chunk{payload: remotewrite.Compress((*buf)[:0], *om.body), samples: om.samples, buf: buf}
-	s.bodies.Put(om.body)
-	om.body = nil
+	c := chunk{payload: remotewrite.Compress((*buf)[:0], body), samples: om.samples, buf: buf}
 	ctx, cancel := context.WithTimeout(s.ctx, s.publishTimeout)
 	defer cancel()
 	if _, err := s.pub.Publish(ctx, s.message(partition, om.key, c)); err != nil {
