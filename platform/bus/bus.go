@@ -34,6 +34,10 @@ type Bus struct {
 }
 
 // Open starts the embedded server when cfg.URL is empty, then connects.
+// ErrEmbeddedNotStarted: the embedded server did not accept connections
+// in time, most often because its listen address is taken.
+var ErrEmbeddedNotStarted = errors.New("embedded NATS server did not start")
+
 func Open(ctx context.Context, cfg config.NATSConfig, name string, logger *slog.Logger) (*Bus, error) {
 	b := &Bus{cfg: cfg, logger: logger, closed: make(chan struct{})}
 	opts := []nats.Option{
@@ -117,7 +121,7 @@ func startEmbedded(cfg config.NATSConfig, logger *slog.Logger) (*server.Server, 
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("embedded NATS server did not start on %s (is the port in use?)", cfg.ListenAddress)
+		return nil, fmt.Errorf("%w on %s (is the port in use?)", ErrEmbeddedNotStarted, cfg.ListenAddress)
 	}
 	logger.Info("embedded JetStream started", "listen", srv.ClientURL(), "storeDir", storeDir)
 	return srv, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/watershed-dev/watershed/cmd/watershed/app"
+	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/bus/bustest"
 	"github.com/watershed-dev/watershed/platform/config"
 	"github.com/watershed-dev/watershed/platform/runtime"
@@ -337,6 +339,13 @@ func startAllInOne(t *testing.T, cfg *config.Config, targets ...string) *allInOn
 	logger := runtime.NewLogger(logs, "info")
 	ctx, cancel := context.WithCancel(context.Background())
 	p, err := runtime.NewProcess(ctx, "watershed", cfg, logger, app.Build(targets))
+	for retry := 0; errors.Is(err, bus.ErrEmbeddedNotStarted) && retry < 2; retry++ {
+		// freeAddr's port was taken by another process between its
+		// check and the server's listen: another one.
+		t.Logf("all-in-one: %v; trying another port", err)
+		cfg.NATS.ListenAddress = freeAddr(t)
+		p, err = runtime.NewProcess(ctx, "watershed", cfg, logger, app.Build(targets))
+	}
 	if err != nil {
 		cancel()
 		t.Fatalf("all-in-one: %v", err)
