@@ -110,19 +110,8 @@ func sumCounter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // delivered but not acked must, once back, get exactly those first and in
 // order, not after the ack wait and behind newer ones.
 func TestFetchLoopResumesUnackedFirst(t *testing.T) {
-	cfg := bustest.NATSConfig(t.TempDir())
-	b := bustest.Open(t, cfg)
 	ctx := ctxT(t)
-	js := b.JetStream()
-	s, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig("prometheus", config.Default().ExternalServices.Prometheus.Buffer, time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 10; i++ {
-		if _, err := js.PublishMsg(ctx, rawMsg(bus.DestSubject("prometheus", 0), fmt.Sprint(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s := tenMessageStream(t, ctx)
 	cc := bus.ReaderConsumerConfig("writer-p0", bus.DestSubject("prometheus", 0), 4, time.Hour)
 	logger := slog.New(slog.DiscardHandler)
 

@@ -11,6 +11,7 @@ import (
 	"github.com/grafana/dskit/backoff"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ReaderConsumerConfig is a durable pull consumer that one process reads,
@@ -115,6 +116,14 @@ func EnsureReaderConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.
 // handle is called for each message as it arrives, in stream order; flush
 // after each batch, so a caller that accumulates can send what it holds.
 // The caller acks.
+//
+// A message the server delivered can still be lost on its way: in flight
+// on a connection that broke (a server of the cluster stopped), or sent to
+// a pull the client had given up. The server counts it delivered and
+// redelivers it only after AckWait, behind newer messages, and an ack of a
+// later message under AckAll acks it unseen. The loop sees the loss as a
+// gap in the consumer's delivery sequence: it handles nothing past the
+// gap, flushes what came before it, and rewinds.
 type FetchLoop struct {
 	Consumer jetstream.Consumer
 	Batch    int
@@ -129,7 +138,29 @@ type FetchLoop struct {
 	// abandoned, because the server would go on delivering to it until it
 	// expires, leaving messages unacknowledged behind the next reader's.
 	Stop <-chan struct{}
+	// Rewind makes the consumer deliver again from its ack floor (see
+	// EnsureReaderConsumer) and returns it; the loop calls it after a lost
+	// delivery, once Flush settled what came before. Without it, Run
+	// returns ErrDeliveryLost instead.
+	Rewind func(ctx context.Context) (jetstream.Consumer, error)
+	// LostDeliveries, if not nil, counts the messages lost on their way.
+	LostDeliveries prometheus.Counter
+
+	delivered uint64 // consumer sequence of the last message received
 }
+
+// ErrDeliveryLost is returned by FetchLoop.Run, when it has no Rewind, after
+// a message the server delivered never reached the loop.
+var ErrDeliveryLost = errors.New("a delivered message never arrived")
+
+// deliveryGap is a gap in the consumer's delivery sequence.
+type deliveryGap struct{ after, next uint64 }
+
+func (g *deliveryGap) Error() string {
+	return fmt.Sprintf("%s: consumer sequence %d came after %d", ErrDeliveryLost, g.next, g.after)
+}
+
+func (g *deliveryGap) Unwrap() error { return ErrDeliveryLost }
 
 // ErrConsumerGone is returned by FetchLoop.Run when its consumer no longer
 // exists (deleted, or a consumer kept in memory by a server that
@@ -140,22 +171,62 @@ var ErrConsumerGone = errors.New("consumer gone")
 // after it stay unacknowledged and come back in order.
 func (l *FetchLoop) Run(ctx context.Context) error {
 	bo := backoff.New(ctx, backoff.Config{MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second})
+	l.delivered = deliveredSeq(l.Consumer)
 	for ctx.Err() == nil && !l.stopped() {
-		if err := l.runBatch(ctx); err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			// A pull to a consumer that does not exist has no responder.
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders) {
-				return fmt.Errorf("%w: %w", ErrConsumerGone, err)
-			}
-			l.Logger.Warn("fetch failed, retrying", "err", err)
-			bo.Wait()
+		err := l.runBatch(ctx)
+		var gap *deliveryGap
+		switch {
+		case err == nil:
+			bo.Reset()
 			continue
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &gap):
+			if l.Rewind == nil {
+				return err
+			}
+			if err := l.rewind(ctx, gap); err != nil {
+				return err
+			}
+			continue
+		// A pull to a consumer that does not exist has no responder.
+		case errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders):
+			return fmt.Errorf("%w: %w", ErrConsumerGone, err)
 		}
-		bo.Reset()
+		l.Logger.Warn("fetch failed, retrying", "err", err)
+		bo.Wait()
 	}
 	return nil
+}
+
+// rewind replaces the consumer by one that delivers again from its ack
+// floor, retrying until it can or ctx ends: pulling on from the old one
+// would skip the lost message.
+func (l *FetchLoop) rewind(ctx context.Context, gap *deliveryGap) error {
+	l.Logger.Warn("a delivered message never arrived; reading again from the ack floor",
+		"after", gap.after, "next", gap.next)
+	bo := backoff.New(ctx, backoff.Config{MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second})
+	for {
+		c, err := l.Rewind(ctx)
+		if err == nil {
+			l.Consumer = c
+			l.delivered = deliveredSeq(c)
+			return nil
+		}
+		l.Logger.Warn("rewind failed, retrying", "err", err)
+		if bo.Wait(); !bo.Ongoing() {
+			return ctx.Err()
+		}
+	}
+}
+
+// deliveredSeq is the consumer sequence of the last message the consumer
+// delivered when it was made or last looked at.
+func deliveredSeq(c jetstream.Consumer) uint64 {
+	if info := c.CachedInfo(); info != nil {
+		return info.Delivered.Consumer
+	}
+	return 0
 }
 
 func (l *FetchLoop) stopped() bool {
@@ -185,19 +256,46 @@ func (l *FetchLoop) runBatch(ctx context.Context) error {
 		if herr != nil {
 			continue // drain; unacked messages are redelivered in order
 		}
-		herr = l.Handle(ctx, msg)
+		if herr = l.checkDelivery(msg); herr == nil {
+			herr = l.Handle(ctx, msg)
+		}
 	}
-	if herr != nil {
+	var gap *deliveryGap
+	if herr != nil && !errors.As(herr, &gap) {
 		return herr
 	}
+	// After a gap too: what came before it is in order and settles.
 	if l.Flush != nil {
 		if err := l.Flush(ctx); err != nil {
 			return err
 		}
 	}
+	if gap != nil {
+		return gap
+	}
 	if err := batch.Error(); err != nil && !isFetchEnd(err) {
 		return err
 	}
+	return nil
+}
+
+// checkDelivery follows the consumer's delivery sequence, which the server
+// raises by one for every message it delivers, redeliveries included. A
+// smaller number than expected is a consumer that started again (a new
+// leader with older state): it becomes the reference.
+func (l *FetchLoop) checkDelivery(msg jetstream.Msg) error {
+	md, err := msg.Metadata()
+	if err != nil {
+		return nil // not a JetStream message: nothing to follow
+	}
+	seq := md.Sequence.Consumer
+	if seq > l.delivered+1 {
+		if l.LostDeliveries != nil {
+			l.LostDeliveries.Add(float64(seq - l.delivered - 1))
+		}
+		return &deliveryGap{after: l.delivered, next: seq}
+	}
+	l.delivered = seq
 	return nil
 }
 

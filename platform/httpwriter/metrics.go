@@ -15,6 +15,7 @@ type metrics struct {
 	itemsResentHeld prometheus.Counter
 	itemsResent     prometheus.Counter
 	messagesDropped *prometheus.CounterVec
+	lostDeliveries  prometheus.Counter
 	requests        *prometheus.CounterVec
 	retries         *prometheus.CounterVec
 	requestDuration prometheus.Observer
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer, dest string) *metrics {
 			Name: "watershed_writer_messages_dropped_total", ConstLabels: cl,
 			Help: "Messages the buffer removed before this writer delivered them, found by gaps in Ws-Partition-Seq: max_bytes (the stream was full and dropOldest made room) or max_age (older than the buffer's maxAge).",
 		}, []string{"reason"}),
+		lostDeliveries: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_writer_lost_deliveries_total", ConstLabels: cl,
+			Help: "Messages the bus delivered that never reached this writer (lost with a broken connection), found by gaps in the consumer's delivery sequence; each time the partition was read again from its last acknowledged message, so none was skipped.",
+		}),
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_writer_requests_total", ConstLabels: cl,
 			Help: "Remote-write requests, by result: success, retryable, throttled, permanent.",

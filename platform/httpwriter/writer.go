@@ -194,6 +194,17 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 		Logger:        w.logger.With("partition", p),
 		PriorityGroup: bus.PriorityGroup,
 		Stop:          lease.Draining(),
+		// After a lost delivery, what follows the ack floor comes again,
+		// in order; what a request of this replica may have taken
+		// without its ack being stored is in doubt as after a handover.
+		Rewind: func(ctx context.Context) (jetstream.Consumer, error) {
+			c, inDoubt, err := bus.OpenPartition(ctx, w.stream, cc, w.logger)
+			if err == nil {
+				pw.inDoubt = max(pw.inDoubt, inDoubt)
+			}
+			return c, err
+		},
+		LostDeliveries: w.metrics.lostDeliveries,
 	}
 	err = loop.Run(ctx)
 	// The partition is released only once the request on its way is

@@ -139,6 +139,8 @@ func TestJetStreamNodeLossLosesNothing(t *testing.T) {
 	rejected := writer.metric(t, "watershed_writer_items_rejected_total", nil)
 	bufferDropped := writer.metric(t, "watershed_writer_messages_dropped_total", nil)
 	retryable := writer.metric(t, "watershed_writer_requests_total", map[string]string{"result": "retryable"})
+	writerLost := writer.metric(t, "watershed_writer_lost_deliveries_total", nil)
+	routerLost := router.metric(t, "watershed_router_lost_deliveries_total", nil)
 	// Prometheus registers this family at its first refusal: absent is 0.
 	promOOO := p.selfMetric(t, "prometheus_tsdb_out_of_order_samples_total")
 	promRefused := p.selfMetric(t, "prometheus_http_requests_total", `handler="/api/v1/write"`, `code="400"`)
@@ -149,8 +151,8 @@ func TestJetStreamNodeLossLosesNothing(t *testing.T) {
 		restarted.Sub(stopped).Round(time.Millisecond), fmtDuration(failover), victim.name, rejoin.Round(time.Millisecond),
 		drained.Sub(loadStopped).Round(time.Millisecond), time.Since(testStart).Round(time.Second))
 	t.Logf("end-to-end lag (now - newest scrape in Prometheus), max: %s", watch.summary())
-	t.Logf("samples: collector published %v (%v staleness markers), dropped %v, publish retries %v, publish duplicates %v; router routed %v, dropped %v messages; writer sent %v, resent already held %v, rejected %v (out of order %v), retryable requests %v, buffer drops %v; Prometheus holds %v, counted out of order %v, refused %v write requests",
-		published, stale, dropped, publishRetries, publishDuplicates, routed, routerDropped, sent, resentHeld, rejected, rejectedOOO, retryable, bufferDropped, inProm, promOOO, promRefused)
+	t.Logf("samples: collector published %v (%v staleness markers), dropped %v, publish retries %v, publish duplicates %v; router routed %v, dropped %v messages, lost %v deliveries; writer sent %v, resent already held %v, rejected %v (out of order %v), retryable requests %v, buffer drops %v, lost %v deliveries; Prometheus holds %v, counted out of order %v, refused %v write requests",
+		published, stale, dropped, publishRetries, publishDuplicates, routed, routerDropped, routerLost, sent, resentHeld, rejected, rejectedOOO, retryable, bufferDropped, writerLost, inProm, promOOO, promRefused)
 
 	if dropped != 0 {
 		t.Errorf("the collector dropped %v samples", dropped)

@@ -60,6 +60,7 @@ type metrics struct {
 	routedMessages *prometheus.CounterVec
 	routedItems    *prometheus.CounterVec
 	dropped        *prometheus.CounterVec
+	lostDeliveries prometheus.Counter
 	undelivered    *prometheus.GaugeVec
 	blocked        *prometheus.GaugeVec
 }
@@ -79,6 +80,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "watershed_router_dropped_messages_total",
 			Help: "Raw messages that could not be routed and were removed, by reason.",
 		}, []string{"reason"}),
+		lostDeliveries: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_router_lost_deliveries_total",
+			Help: "Raw messages the bus delivered that never reached the router (lost with a broken connection), found by gaps in the consumer's delivery sequence; each time the partition was read again from its oldest unacknowledged message, so none was skipped or routed out of order.",
+		}),
 		undelivered: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "watershed_router_destination_undelivered_bytes",
 			Help: "Estimated bytes of a block-policy destination's stream its writers have not acknowledged.",
@@ -226,6 +231,11 @@ func (r *Router) runPartition(ctx context.Context, lease *partgroup.Lease) error
 		Logger:        r.logger.With("partition", p),
 		PriorityGroup: bus.PriorityGroup,
 		Stop:          lease.Draining(),
+		Rewind: func(ctx context.Context) (jetstream.Consumer, error) {
+			c, _, err := bus.OpenPartition(ctx, r.raw, cc, r.logger)
+			return c, err
+		},
+		LostDeliveries: r.metrics.lostDeliveries,
 	}
 	return loop.Run(ctx)
 }
