@@ -4,12 +4,15 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/watershed-dev/watershed/platform/config"
 )
 
 // natsOptions reads the rendered nats-config ConfigMap with nats-server's
@@ -85,6 +88,38 @@ func TestNATSStoreFitsStreams(t *testing.T) {
 				if u.Permissions == nil || u.Permissions.Publish == nil || len(u.Permissions.Publish.Allow) == 0 {
 					t.Errorf("user %s has no publish allow list", u.Username)
 				}
+			}
+		})
+	}
+}
+
+// The NATS servers collect garbage at the Watershed processes' default
+// target and within their memory limit, like the all-in-one's embedded
+// server: the bus's memory counts in every series' cost.
+func TestNATSServerGarbageCollection(t *testing.T) {
+	want := strconv.Itoa(config.Default().Server.GCPercent)
+	for name, r := range overlays(t) {
+		t.Run(name, func(t *testing.T) {
+			found := false
+			for _, o := range r.all("StatefulSet") {
+				s := o.(*appsv1.StatefulSet)
+				if s.Name != "nats" {
+					continue
+				}
+				found = true
+				env := map[string]corev1.EnvVar{}
+				for _, e := range s.Spec.Template.Spec.Containers[0].Env {
+					env[e.Name] = e
+				}
+				if got := env["GOGC"].Value; got != want {
+					t.Errorf("nats GOGC %q, want %q (server.gcPercent's default)", got, want)
+				}
+				if ref := env["GOMEMLIMIT"].ValueFrom; ref == nil || ref.ResourceFieldRef == nil || ref.ResourceFieldRef.Resource != "limits.memory" {
+					t.Errorf("nats GOMEMLIMIT is not the container's memory limit: %+v", env["GOMEMLIMIT"])
+				}
+			}
+			if !found {
+				t.Fatal("no nats StatefulSet")
 			}
 		})
 	}

@@ -8,9 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/watershed-dev/watershed/platform/config"
 )
 
 // The side-by-side runs (-signal=compare-metrics, compare-logs,
@@ -38,12 +41,21 @@ type agentProcess struct {
 // startAgentProcess runs binary with args in dir, its output in
 // dir/<role>.log.
 func startAgentProcess(ctx context.Context, dir, role, binary string, args ...string) (*agentProcess, error) {
+	return startAgentProcessEnv(ctx, dir, role, binary, nil, args...)
+}
+
+// startAgentProcessEnv is startAgentProcess with env added to this
+// process's environment.
+func startAgentProcessEnv(ctx context.Context, dir, role, binary string, env []string, args ...string) (*agentProcess, error) {
 	logFile, err := os.Create(filepath.Join(dir, role+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// The agent's processes stop with a signal of their own at the end of
 	// a run; the context's kill is the last resort.
@@ -92,7 +104,14 @@ func startNATSServer(ctx context.Context, o options, dir string) (*agentProcess,
 		return nil, "", err
 	}
 	host, port, _ := net.SplitHostPort(addr)
-	p, err := startAgentProcess(ctx, dir, "nats-server", o.natsServer, "-js", "-sd", filepath.Join(dir, "jetstream"), "-a", host, "-p", port)
+	// As deploy/base/nats.yaml runs it (TestNATSServerGarbageCollection):
+	// at server.gcPercent's default, the Watershed processes' garbage
+	// collector target, unless the bench's environment sets one.
+	var env []string
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		env = []string{"GOGC=" + strconv.Itoa(config.Default().Server.GCPercent)}
+	}
+	p, err := startAgentProcessEnv(ctx, dir, "nats-server", o.natsServer, env, "-js", "-sd", filepath.Join(dir, "jetstream"), "-a", host, "-p", port)
 	if err != nil {
 		return nil, "", err
 	}
