@@ -70,11 +70,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return &metrics{
 		routedMessages: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_router_routed_messages_total",
-			Help: "Messages stored in a destination stream and acked on the raw stream.",
+			Help: "Raw messages stored in a destination stream and acked on the raw stream; one routed again (a redelivery) that JetStream took as a duplicate is not counted again (see watershed_bus_publish_duplicates_total).",
 		}, []string{"signal", "destination"}),
 		routedItems: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_router_routed_items_total",
-			Help: "Items (samples, lines, spans) routed, from the Ws-Count header.",
+			Help: "Items (samples, lines, spans) stored in a destination stream, from the Ws-Count header; not counted again for a duplicate.",
 		}, []string{"signal", "destination"}),
 		dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "watershed_router_dropped_messages_total",
@@ -267,6 +267,27 @@ func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
 			count += o.Count
 		}
 	}
+	stored, storedItems, err := r.store(ctx, h, dest, partition, count, outs)
+	if err != nil {
+		return err
+	}
+	if err := msg.Ack(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		// Not acked: it comes back and is stored once thanks to its Nats-Msg-Id.
+		r.logger.Warn("ack of routed message failed", "subject", msg.Subject(), "err", err)
+	}
+	if stored {
+		r.metrics.routedMessages.WithLabelValues(signal, dest.Name).Inc()
+	}
+	r.metrics.routedItems.WithLabelValues(signal, dest.Name).Add(float64(storedItems))
+	return nil
+}
+
+// store publishes a raw message's outputs (one, or one per tenant of a log
+// message) to partition of dest, numbered, waiting while dest is blocked.
+// A message routed again (a redelivery) is stored once, and counted once:
+// stored and items leave out what JetStream took as a duplicate, which was
+// counted before. It fails only when ctx ended.
+func (r *Router) store(ctx context.Context, h nats.Header, dest Destination, partition, count int, outs []logproc.Output) (stored bool, items int, err error) {
 	for i, o := range outs {
 		out := nats.NewMsg(bus.DestSubject(dest.Name, partition))
 		out.Data = o.Data
@@ -282,14 +303,14 @@ func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
 		}
 		if g := r.backlog.gates[dest.Name]; g != nil {
 			if err := g.wait(ctx); err != nil {
-				return err
+				return false, 0, err
 			}
 		}
 		seqs := r.seqs[dest.Name]
 		seq, err := seqs.next(ctx, partition)
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return false, 0, ctx.Err()
 			}
 			// Unnumbered, the message is still delivered; only a gap
 			// around it would go uncounted.
@@ -299,22 +320,20 @@ func (r *Router) route(ctx context.Context, msg jetstream.Msg) error {
 		}
 		ack, err := r.pub.Publish(ctx, out)
 		if err != nil {
-			return err
+			return false, 0, err
 		}
 		if seq > 0 {
 			seqs.stored(partition, seq, ack.Duplicate)
 		}
-		if g := r.backlog.gates[dest.Name]; g != nil && !ack.Duplicate {
+		if ack.Duplicate {
+			continue
+		}
+		stored, items = true, items+o.Count
+		if g := r.backlog.gates[dest.Name]; g != nil {
 			g.stored(out.Size())
 		}
 	}
-	if err := msg.Ack(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		// Not acked: it comes back and is stored once thanks to its Nats-Msg-Id.
-		r.logger.Warn("ack of routed message failed", "subject", msg.Subject(), "err", err)
-	}
-	r.metrics.routedMessages.WithLabelValues(signal, dest.Name).Inc()
-	r.metrics.routedItems.WithLabelValues(signal, dest.Name).Add(float64(count))
-	return nil
+	return stored, items, nil
 }
 
 // copyHeaders copies a raw message's headers to its routed copy, except

@@ -251,3 +251,52 @@ func TestRouterRemakesAConsumerTheServerForgot(t *testing.T) {
 	}
 	waitFor(t, "the messages after the consumer was lost routed", func() bool { return routed() == 4 })
 }
+
+// A raw message routed again (redelivered after its ack was lost, or after
+// a rewind) is stored once and counted once: the routed counters then
+// match what the collectors published.
+func TestRouterCountsAMessageRoutedAgainOnce(t *testing.T) {
+	r, b := startRouter(t)
+	ctx := context.Background()
+	first := raw(bus.SignalMetrics, 3, "again-1", "", "x")
+	if _, err := b.JetStream().PublishMsg(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	// Read through the counter, an atomic: the worker of partition 3 is
+	// done with the partition's numbering before this test touches it.
+	waitFor(t, "the first routing", func() bool {
+		return testutil.ToFloat64(r.metrics.routedMessages.WithLabelValues("metrics", "prometheus")) == 1
+	})
+	dest := r.cfg.Routes[bus.SignalMetrics]
+	outs := []logproc.Output{{Data: []byte("x"), Count: 2}}
+	for _, tc := range []struct {
+		name   string
+		id     string
+		stored bool
+		items  int
+	}{
+		{name: "the same message again", id: "again-1", stored: false, items: 0},
+		{name: "the next message", id: "again-2", stored: true, items: 2},
+	} {
+		h := raw(bus.SignalMetrics, 3, tc.id, "", "x").Header
+		stored, items, err := r.store(ctx, h, dest, 3, 2, outs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stored != tc.stored || items != tc.items {
+			t.Errorf("%s: stored %v with %d items, want %v with %d", tc.name, stored, items, tc.stored, tc.items)
+		}
+	}
+	s, err := b.JetStream().Stream(ctx, bus.DestStream(dest.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := s.GetLastMsgForSubject(ctx, bus.DestSubject(dest.Name, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The duplicate used no number up: the next message is number 2.
+	if n, _ := bus.PartitionSeq(last.Header); n != 2 || last.Sequence != 2 {
+		t.Errorf("last stored message is stream sequence %d numbered %d, want 2 and 2", last.Sequence, n)
+	}
+}
