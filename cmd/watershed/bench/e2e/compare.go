@@ -146,6 +146,7 @@ type agentResult struct {
 	cpuByRole map[string]float64 // the same, per process role
 	roles     []string           // in start order
 	rss       int64              // sum of the processes' peak RSS
+	rssByRole map[string]int64   // the same, per process role
 	extra     string             // what the signal adds (latency)
 	err       error
 }
@@ -166,7 +167,7 @@ type window struct {
 // runAgent starts a, waits o.warmup, measures o.duration, and stops it.
 // counter is the receiver's count of delivered items.
 func runAgent(ctx context.Context, o options, a agent, counter func() int64, w window) (res agentResult) {
-	res = agentResult{name: a.name, cpuByRole: map[string]float64{}}
+	res = agentResult{name: a.name, cpuByRole: map[string]float64{}, rssByRole: map[string]int64{}}
 	dir, err := os.MkdirTemp("", "watershed-compare-")
 	if err != nil {
 		res.err = err
@@ -239,6 +240,7 @@ func runAgent(ctx context.Context, o options, a agent, counter func() int64, w w
 			return res
 		}
 		res.rss += rss
+		res.rssByRole[p.role] += rss
 	}
 	if res.delivered == 0 {
 		res.err = fmt.Errorf("nothing delivered; %s", logTails(procs))
@@ -291,6 +293,19 @@ func roleShares(r agentResult) string {
 	var parts []string
 	for _, role := range r.roles {
 		parts = append(parts, fmt.Sprintf("%s %.0f%%", role, 100*r.cpuByRole[role]/r.cpu))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// roleRSS is each process role's peak RSS, for agents of more than one
+// process.
+func roleRSS(r agentResult) string {
+	if len(r.roles) < 2 {
+		return ""
+	}
+	var parts []string
+	for _, role := range r.roles {
+		parts = append(parts, fmt.Sprintf("%s %s", role, mib(r.rssByRole[role])))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -115,6 +115,7 @@ func runCompareLogs(o options) error {
 			return fmt.Sprintf("%.0f", r.delivered*200/(1<<20)/cpu)
 		}},
 		{"CPU by process", roleShares},
+		{"peak RSS by process", roleRSS},
 	})
 	if rejected := recv.rejected.Load(); rejected > 0 {
 		return fmt.Errorf("receiver refused %d requests", rejected)

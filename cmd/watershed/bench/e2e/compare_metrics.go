@@ -46,6 +46,7 @@ func runCompareMetrics(o options) error {
 		{"bytes per active series", func(r agentResult) string { return fmt.Sprintf("%.0f", float64(r.rss)/active) }},
 		{"p99 scrape to receiver", func(r agentResult) string { return r.extra }},
 		{"CPU by process", roleShares},
+		{"peak RSS by process", roleRSS},
 	})
 	if rejected := recv.rejected.Load(); rejected > 0 {
 		return fmt.Errorf("receiver refused %d requests", rejected)

@@ -43,6 +43,7 @@ func runCompareTraces(o options) error {
 		{"cores used", func(r agentResult) string { return fmt.Sprintf("%.3f", r.cpu/r.elapsed.Seconds()) }},
 		{"peak RSS", func(r agentResult) string { return mib(r.rss) }},
 		{"CPU by process", roleShares},
+		{"peak RSS by process", roleRSS},
 	})
 	return nil
 }

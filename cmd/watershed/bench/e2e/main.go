@@ -418,10 +418,15 @@ func fetchURL(url, file string) error {
 }
 
 // pipelineState reads Watershed's own counters: whether delivery kept up
-// with scraping.
+// with scraping, and whether a reader had to rewind.
 func pipelineState(httpAddr string) string {
-	return metricLines(httpAddr, "watershed_collector_samples_published_total", "watershed_collector_messages_published_total", "watershed_writer_items_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}")
+	return metricLines(httpAddr, append([]string{"watershed_collector_samples_published_total", "watershed_collector_messages_published_total",
+		"watershed_writer_items_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}"}, lostDeliveries...)...)
 }
+
+// lostDeliveries are the counters of deliveries lost on their way, which
+// make a reader rewind: a run that shows any was not a steady one.
+var lostDeliveries = []string{"watershed_router_lost_deliveries_total", "watershed_writer_lost_deliveries_total"}
 
 // metricLines is Watershed's own series whose lines start with one of names.
 func metricLines(httpAddr string, names ...string) string {

@@ -100,7 +100,8 @@ func runTraces(o options) error {
 	}()
 	var state string
 	m, err := measure(o, dir, httpAddr, cfg, counter.spans.Load, func() {
-		state = metricLines(httpAddr, "watershed_receiver_items_accepted_total", "watershed_receiver_items_refused_total", "watershed_writer_items_sent_total", "watershed_writer_requests_total")
+		state = metricLines(httpAddr, append([]string{"watershed_receiver_items_accepted_total", "watershed_receiver_items_refused_total",
+			"watershed_writer_items_sent_total", "watershed_writer_requests_total"}, lostDeliveries...)...)
 	})
 	if err != nil {
 		return err
