@@ -276,7 +276,7 @@ func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	q := p.w.cfg.Queue
-	inDoubt := p.inDoubt > 0 && streamSeq(msg) <= p.inDoubt
+	inDoubt := p.isInDoubt(msg)
 	if len(p.pending) > 0 && (inDoubt || tenant != p.tenant || over(p.items+count, q.MaxItemsPerSend) || over(p.bytes+size, q.MaxBytesPerSend)) {
 		if err := p.flush(ctx); err != nil {
 			return err
@@ -299,12 +299,16 @@ func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 	return nil
 }
 
-func streamSeq(msg jetstream.Msg) uint64 {
+// isInDoubt tells a message the backend may hold already: one a previous
+// owner was given without acking it, or one delivered before, whoever was
+// given it (the bus redelivers what was not acked within AckWait, and a new
+// consumer leader what its state says was not acked).
+func (p *partitionWriter) isInDoubt(msg jetstream.Msg) bool {
 	md, err := msg.Metadata()
 	if err != nil {
-		return 0
+		return false
 	}
-	return md.Sequence.Stream
+	return md.NumDelivered > 1 || (p.inDoubt > 0 && md.Sequence.Stream <= p.inDoubt)
 }
 
 func over(n, limit int) bool { return limit > 0 && n > limit }

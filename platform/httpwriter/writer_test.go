@@ -363,13 +363,19 @@ func (g *gatedSender) snapshot() (calls, maxOnWay int, accepted []int64) {
 
 // fakeMsg is a message of the bus for tests of the partition writer alone;
 // it records its acks.
+// fakeMsg is a bus message as a partition writer gets it: payload,
+// headers and delivery metadata; its DoubleAck records its name in acks.
 type fakeMsg struct {
-	jetstream.Msg
-	data    []byte
-	headers nats.Header
-	acks    *[]string
-	name    string
+	jetstream.Msg // nil: only the methods below are called
+	data          []byte
+	headers       nats.Header
+	md            jetstream.MsgMetadata
+	acks          *[]string
+	name          string
 }
+
+func (m *fakeMsg) Metadata() (*jetstream.MsgMetadata, error) { return &m.md, nil }
+func (m *fakeMsg) InProgress() error                         { return nil }
 
 func (m *fakeMsg) Data() []byte         { return m.data }
 func (m *fakeMsg) Headers() nats.Header { return m.headers }
