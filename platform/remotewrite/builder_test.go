@@ -1,10 +1,12 @@
 package remotewrite
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"testing"
 
+	"github.com/golang/snappy"
 	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
@@ -135,6 +137,58 @@ func TestJoinConcatenatesRequests(t *testing.T) {
 	}
 	if err := j.Add([]byte("not snappy at all")); err == nil {
 		t.Error("garbage payload accepted")
+	}
+}
+
+// The joined request without recompression is a snappy block that the
+// decoder Prometheus and Loki use (golang/snappy) reads as every payload's
+// request laid end to end; a corrupt payload is refused alone and leaves
+// the request as it was.
+func TestJoinedBlockDecodesAsTheBackendsDo(t *testing.T) {
+	payload := func(p, n int) []byte {
+		var b Builder
+		for i := 0; i < n; i++ {
+			b.AppendSample(labels.FromStrings("__name__", "m", "p", fmt.Sprint(p), "i", fmt.Sprint(i)), int64(p*100000+i), float64(i), nil)
+		}
+		return Compress(nil, b.Bytes())
+	}
+	corrupt := payload(9, 50)
+	corrupt[len(corrupt)/2] ^= 0xff
+	for _, tc := range []struct {
+		name     string
+		payloads [][]byte
+		refused  int // index of the payload Add must refuse, -1 for none
+		series   int
+	}{
+		{name: "one payload", payloads: [][]byte{payload(0, 10)}, refused: -1, series: 10},
+		{name: "several payloads", payloads: [][]byte{payload(0, 10), payload(1, 1), payload(2, 3000)}, refused: -1, series: 3011},
+		// 70,000 series: one payload of several of the encoder's 64 KiB
+		// blocks, whose copies reach far back.
+		{name: "a large payload between small ones", payloads: [][]byte{payload(0, 5), payload(1, 70000), payload(2, 5)}, refused: -1, series: 70010},
+		{name: "a corrupt payload", payloads: [][]byte{payload(0, 10), corrupt, payload(2, 10)}, refused: 1, series: 20},
+		{name: "an empty request", payloads: [][]byte{Compress(nil, nil)}, refused: -1, series: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var j Joiner
+			j.Add(payload(7, 3)) // a previous request, reset below
+			j.Reset()
+			for i, p := range tc.payloads {
+				err := j.Add(p)
+				if (err != nil) != (i == tc.refused) {
+					t.Fatalf("payload %d: Add error %v, refusal expected: %v", i, err, i == tc.refused)
+				}
+			}
+			body, err := snappy.Decode(nil, j.Compressed())
+			if err != nil {
+				t.Fatalf("golang/snappy cannot decode the joined request: %v", err)
+			}
+			if !bytes.Equal(body, j.Uncompressed()) {
+				t.Fatalf("joined request decodes to %d bytes, not the %d joined", len(body), j.Len())
+			}
+			if wr := decode(t, body); len(wr.Timeseries) != tc.series {
+				t.Errorf("%d series, want %d", len(wr.Timeseries), tc.series)
+			}
+		})
 	}
 }
 
