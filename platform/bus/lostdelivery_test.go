@@ -215,11 +215,13 @@ func tenMessageStream(t *testing.T, ctx context.Context) jetstream.Stream {
 // pollFor polls cond every 20 ms until it holds or timeout passes.
 func pollFor(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-tick.C
 	}
 	return true
 }
