@@ -212,6 +212,9 @@ func (g *Group) starting(ctx context.Context) error {
 		}
 		g.observe(e, time.Now())
 	}
+	if err := ctx.Err(); err != nil {
+		return err // stopped while starting
+	}
 	return errors.New("partition group watch ended while starting")
 }
 
@@ -225,6 +228,11 @@ func (g *Group) running(ctx context.Context) error {
 			return nil
 		case e, ok := <-g.watcher.Updates():
 			if !ok {
+				// The watch lives in the service's context: stopping
+				// ends it too, and this select may see that first.
+				if ctx.Err() != nil {
+					return nil
+				}
 				return errors.New("partition group watch ended")
 			}
 			if g.observe(e, time.Now()) {
