@@ -2,6 +2,8 @@ package remotewrite
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"testing"
@@ -255,4 +257,63 @@ func BenchmarkJoin(b *testing.B) {
 		_ = j.Compressed()
 	}
 	b.ReportMetric(float64(b.N*len(series))/b.Elapsed().Seconds(), "samples/s")
+}
+
+// Blocks joins payloads as the collector compresses them, one scrape at a
+// time: the joined block decodes (with golang/snappy, as the backends do)
+// to the scrapes' requests laid end to end, whatever the size of its
+// length header, and a payload with a bad header is refused and changes
+// nothing.
+func TestBlocksJoinCompressedScrapes(t *testing.T) {
+	body := func(p, n int) []byte {
+		var b Builder
+		for i := 0; i < n; i++ {
+			b.AppendSample(labels.FromStrings("__name__", "m", "p", fmt.Sprint(p), "i", fmt.Sprint(i)), int64(p*100000+i), float64(i), nil)
+		}
+		return bytes.Clone(b.Bytes())
+	}
+	for _, tc := range []struct {
+		name    string
+		bodies  [][]byte
+		garbage []byte // appended after the bodies, refused
+	}{
+		{name: "nothing"},
+		{name: "one scrape", bodies: [][]byte{body(0, 10)}},
+		{name: "several scrapes", bodies: [][]byte{body(0, 10), body(1, 1), body(2, 300)}},
+		// The length header grows from 1 to 4 bytes as the block grows.
+		{name: "a small scrape then a large one", bodies: [][]byte{body(0, 1), body(1, 40000)}},
+		{name: "an empty scrape", bodies: [][]byte{body(0, 5), nil, body(1, 5)}},
+		{name: "a bad length header", bodies: [][]byte{body(0, 5)}, garbage: []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+		{name: "a length over 4 GiB", bodies: [][]byte{body(0, 5)}, garbage: binary.AppendUvarint(nil, 1<<32)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var bl Blocks
+			if err := bl.Append(Compress(nil, body(9, 3))); err != nil { // a previous message, reset below
+				t.Fatal(err)
+			}
+			bl.Reset()
+			var want []byte
+			for _, b := range tc.bodies {
+				if err := bl.Append(Compress(nil, b)); err != nil {
+					t.Fatalf("Append: %v", err)
+				}
+				want = append(want, b...)
+			}
+			if tc.garbage != nil {
+				if err := bl.Append(tc.garbage); !errors.Is(err, ErrNotSnappy) {
+					t.Fatalf("Append of a bad header: error %v, want ErrNotSnappy", err)
+				}
+			}
+			if bl.Len() != len(want) {
+				t.Fatalf("Len %d, want %d", bl.Len(), len(want))
+			}
+			got, err := snappy.Decode(nil, bl.Bytes())
+			if err != nil {
+				t.Fatalf("golang/snappy cannot decode the joined block: %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("joined block decodes to %d bytes, not the %d joined", len(got), len(want))
+			}
+		})
+	}
 }

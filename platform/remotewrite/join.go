@@ -20,44 +20,99 @@ func Compress(dst, body []byte) []byte {
 	return s2.EncodeSnappy(dst[:n], body)
 }
 
-// Joiner joins compressed WriteRequests (or Loki PushRequests: any
-// protobuf message whose fields all repeat) into one request, reusing its
-// buffers from one join to the next.
+// Blocks joins snappy blocks (block format, without the extensions of S2)
+// into one block without decoding or compressing them again.
 //
 // A snappy block is a length and a run of literal and copy elements whose
 // copies reach back only within the block, so the elements of several
 // blocks laid end to end, behind the length of their joined output, are
-// one valid block: Compressed joins the payloads as they came, without
-// compressing again. Each payload is still decoded once by Add, which is
-// what tells a corrupt one from the others before it can spoil a request.
+// one valid block. Blocks keeps room for that length in front of the
+// elements and writes it in Bytes, so joining copies each block's
+// elements once and nothing else. The zero Blocks is empty.
+type Blocks struct {
+	buf  []byte // lengthRoom bytes kept for the length, then the elements
+	size uint64 // decoded size of the joined block
+}
+
+// lengthRoom is the largest length header of a block: snappy's decoded
+// lengths are below 2^32.
+const lengthRoom = binary.MaxVarintLen32
+
+// ErrNotSnappy is returned for a payload that is not a snappy block.
+var ErrNotSnappy = errors.New("payload is not snappy")
+
+// Reset empties b and keeps its buffer.
+func (b *Blocks) Reset() {
+	b.buf = b.buf[:0]
+	b.size = 0
+}
+
+// Append adds the elements of block, a snappy block whose decoded size its
+// length header states. It checks the header only: a block whose elements
+// are corrupt makes the joined block corrupt, so a block from outside the
+// process is decoded first (Joiner.Add does).
+func (b *Blocks) Append(block []byte) error {
+	n, header := binary.Uvarint(block)
+	if header <= 0 || n > math.MaxUint32 || b.size+n > math.MaxUint32 {
+		return fmt.Errorf("%w: bad length header", ErrNotSnappy)
+	}
+	if len(b.buf) == 0 {
+		b.buf = slices.Grow(b.buf, lengthRoom+len(block))[:lengthRoom]
+	}
+	b.buf = append(b.buf, block[header:]...)
+	b.size += n
+	return nil
+}
+
+// Len is the decoded size of the joined block.
+func (b *Blocks) Len() int { return int(b.size) }
+
+// Bytes is the joined block, valid until the next Append or Reset.
+func (b *Blocks) Bytes() []byte {
+	if len(b.buf) == 0 {
+		return []byte{0} // an empty block: length 0, no elements
+	}
+	var header [lengthRoom]byte
+	h := binary.PutUvarint(header[:], b.size)
+	start := lengthRoom - h
+	copy(b.buf[start:], header[:h])
+	return b.buf[start:]
+}
+
+// Joiner joins compressed WriteRequests (or Loki PushRequests: any
+// protobuf message whose fields all repeat) into one request, reusing its
+// buffers from one join to the next. Each payload is decoded once by Add,
+// which is what tells a corrupt one from the others before it can spoil a
+// request; the compressed request is the payloads joined as they came
+// (Blocks), not compressed again.
 type Joiner struct {
-	raw   []byte   // the joined request, uncompressed
-	parts [][]byte // each payload's elements, after its length
-	out   []byte
+	raw    []byte // the joined request, uncompressed
+	blocks Blocks
 }
 
 // Reset starts a new request.
 func (j *Joiner) Reset() {
 	j.raw = j.raw[:0]
-	clear(j.parts) // let go of the payloads
-	j.parts = j.parts[:0]
+	j.blocks.Reset()
 }
 
 // Add decodes one snappy payload (block format, without the extensions of
-// S2) and appends it to the request. The Joiner keeps payload until the
-// next Reset: it must not change until then.
+// S2) and appends it to the request.
 func (j *Joiner) Add(payload []byte) error {
 	n, header := binary.Uvarint(payload)
 	if header <= 0 || n > math.MaxInt32 {
-		return errors.New("payload is not snappy: bad length header")
+		return fmt.Errorf("%w: bad length header", ErrNotSnappy)
 	}
 	start := len(j.raw)
 	j.raw = slices.Grow(j.raw, int(n))[:start+int(n)]
 	if _, err := s2.Decode(j.raw[start:], payload); err != nil {
 		j.raw = j.raw[:start]
-		return fmt.Errorf("payload is not snappy: %w", err)
+		return fmt.Errorf("%w: %w", ErrNotSnappy, err)
 	}
-	j.parts = append(j.parts, payload[header:])
+	if err := j.blocks.Append(payload); err != nil {
+		j.raw = j.raw[:start]
+		return err
+	}
 	return nil
 }
 
@@ -68,17 +123,5 @@ func (j *Joiner) Len() int { return len(j.raw) }
 func (j *Joiner) Uncompressed() []byte { return j.raw }
 
 // Compressed is the joined request, snappy-compressed: the payloads'
-// elements behind the joined length. Valid until the next call.
-func (j *Joiner) Compressed() []byte {
-	size := binary.MaxVarintLen64
-	for _, p := range j.parts {
-		size += len(p)
-	}
-	out := slices.Grow(j.out[:0], size)
-	out = binary.AppendUvarint(out, uint64(len(j.raw)))
-	for _, p := range j.parts {
-		out = append(out, p...)
-	}
-	j.out = out
-	return out
-}
+// elements behind the joined length. Valid until the next Add or Reset.
+func (j *Joiner) Compressed() []byte { return j.blocks.Bytes() }

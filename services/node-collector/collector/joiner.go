@@ -30,11 +30,17 @@ import (
 // Order: a target's scrapes all go to its partition, and its scrape loop
 // waits in Commit until the message holding a scrape is stored before it
 // scrapes again, so a target's samples reach the bus in order.
+//
+// Memory: a scrape is compressed when it commits and joins the open
+// message compressed (remotewrite.Blocks lays the snappy blocks end to
+// end), so a scrape waiting for its message holds neither its builder nor
+// its uncompressed bytes, and a message is compressed once, in parts,
+// with no copy of its uncompressed body.
 
 // openMessage is a bus message of one partition still taking scrapes.
 type openMessage struct {
-	body    *[]byte // scrapes' WriteRequests, concatenated: protobuf joins repeated fields by concatenation
-	key     string  // partition key of the first scrape
+	body    *remotewrite.Blocks // scrapes' compressed WriteRequests: protobuf joins repeated fields by concatenation
+	key     string              // partition key of the first scrape
 	samples int
 	scrapes int
 	timer   *time.Timer // publishes it batchLinger after the first scrape
@@ -48,20 +54,22 @@ type partitionJoiner struct {
 	open *openMessage
 }
 
-// join adds a finished scrape (the builder's WriteRequest, under
-// maxMessageBytes) to the open message of its partition, and returns once
-// that message is stored or failed.
-func (s *sink) join(partition int, key string, b *remotewrite.Builder) error {
+// join adds a finished scrape (its last chunk, under maxMessageBytes) to
+// the open message of its partition, and returns once that message is
+// stored or failed.
+func (s *sink) join(partition int, key string, c chunk) error {
 	if s.linger == 0 {
-		// Alone: published straight from the builder.
-		om := &openMessage{key: key, samples: b.Samples(), scrapes: 1, done: make(chan struct{})}
-		s.publish(partition, om, b.Bytes())
+		// Alone: published as compressed.
+		om := &openMessage{key: key, samples: c.samples, scrapes: 1, done: make(chan struct{})}
+		if s.publish(partition, om, c.payload) {
+			s.recycle(c)
+		}
 		return om.err
 	}
 	j := &s.joiners[partition]
 	j.mu.Lock()
 	om := j.open
-	if om != nil && (len(*om.body)+b.Len() > s.maxMessageBytes || om.samples+b.Samples() > s.joinSamples) {
+	if om != nil && (om.body.Len()+c.size > s.maxMessageBytes || om.samples+c.samples > s.joinSamples) {
 		// No room: the open message goes now, this scrape opens the next.
 		j.open = nil
 		om.timer.Stop()
@@ -69,22 +77,28 @@ func (s *sink) join(partition int, key string, b *remotewrite.Builder) error {
 		om = nil
 	}
 	if om == nil {
-		om = &openMessage{body: s.bodies.Get().(*[]byte), key: key, done: make(chan struct{})}
-		*om.body = (*om.body)[:0]
+		om = &openMessage{body: s.bodies.Get().(*remotewrite.Blocks), key: key, done: make(chan struct{})}
+		om.body.Reset()
 		j.open = om
 		om.timer = time.AfterFunc(s.linger, func() { s.lingerEnded(partition, om) })
 	}
-	*om.body = append(*om.body, b.Bytes()...)
-	om.samples += b.Samples()
+	if err := om.body.Append(c.payload); err != nil {
+		// Not a block the encoder makes: the scrape goes, not the message.
+		j.mu.Unlock()
+		s.metrics.samplesDropped.WithLabelValues(reasonEncodeFailed).Add(float64(c.samples))
+		return fmt.Errorf("join a scrape to the message of partition %d: %w", partition, err)
+	}
+	om.samples += c.samples
 	om.scrapes++
 	// Full once another scrape like this one would not fit: waiting for
 	// one that might be smaller would only delay this one.
-	full := len(*om.body)+b.Len() > s.maxMessageBytes || om.samples+b.Samples() > s.joinSamples
+	full := om.body.Len()+c.size > s.maxMessageBytes || om.samples+c.samples > s.joinSamples
 	if full {
 		j.open = nil
 		om.timer.Stop()
 	}
 	j.mu.Unlock()
+	s.recycle(c)
 	if full {
 		s.publishJoined(partition, om)
 	}
@@ -107,31 +121,31 @@ func (s *sink) lingerEnded(partition int, om *openMessage) {
 	}
 }
 
-// publishJoined publishes a joined message and gives its body back.
+// publishJoined publishes a joined message and gives its body back once
+// acked.
 func (s *sink) publishJoined(partition int, om *openMessage) {
-	s.publish(partition, om, *om.body)
-	s.bodies.Put(om.body)
+	if s.publish(partition, om, om.body.Bytes()) {
+		s.bodies.Put(om.body)
+	}
 	om.body = nil
 }
 
-// publish compresses and publishes a message's body, counts what it held,
-// and releases the scrapes waiting for it.
-func (s *sink) publish(partition int, om *openMessage, body []byte) {
+// publish publishes a message's compressed payload, counts what it held,
+// and releases the scrapes waiting for it. It reports whether JetStream
+// acked it: only then does the client hold no reference to the payload.
+func (s *sink) publish(partition int, om *openMessage, payload []byte) (acked bool) {
 	defer close(om.done)
 	m := s.metrics
-	buf := s.payloads.Get().(*[]byte)
-	c := chunk{payload: remotewrite.Compress((*buf)[:0], body), samples: om.samples, buf: buf}
+	c := chunk{payload: payload, samples: om.samples}
 	ctx, cancel := context.WithTimeout(s.ctx, s.publishTimeout)
 	defer cancel()
 	if _, err := s.pub.Publish(ctx, s.message(partition, om.key, c)); err != nil {
 		m.samplesDropped.WithLabelValues(reasonPublishFailed).Add(float64(om.samples))
 		om.err = fmt.Errorf("publish message of %d scrapes on partition %d: %w", om.scrapes, partition, err)
-		return
+		return false
 	}
 	m.samplesPublished.Add(float64(om.samples))
 	m.messages.Inc()
 	m.scrapesPerMessage.Observe(float64(om.scrapes))
-	// Acked: the client holds no reference to the payload any more.
-	*c.buf = c.payload
-	s.payloads.Put(c.buf)
+	return true
 }

@@ -45,8 +45,8 @@ type sink struct {
 	joinSamples     int
 	joiners         []partitionJoiner // by partition
 	builders        sync.Pool
-	payloads        sync.Pool // compressed chunk buffers, back once acked
-	bodies          sync.Pool // uncompressed bodies of open messages
+	payloads        sync.Pool // compressed chunk buffers, back once acked or joined
+	bodies          sync.Pool // *remotewrite.Blocks: compressed bodies of open messages, back once acked
 }
 
 type sinkConfig struct {
@@ -76,7 +76,7 @@ func newSink(ctx context.Context, cfg sinkConfig, pub publisher, m *metrics, log
 		logger:          logger,
 		builders:        sync.Pool{New: func() any { return &remotewrite.Builder{} }},
 		payloads:        sync.Pool{New: func() any { return new([]byte) }},
-		bodies:          sync.Pool{New: func() any { return new([]byte) }},
+		bodies:          sync.Pool{New: func() any { return new(remotewrite.Blocks) }},
 	}
 }
 
@@ -89,11 +89,21 @@ func (s *sink) AppenderV2(ctx context.Context) storage.AppenderV2 {
 	return a
 }
 
-// chunk is one compressed bus message of a scrape.
+// chunk is a compressed part of a scrape: a bus message of its own, or
+// the scrape's last part, which joins its partition's open message.
 type chunk struct {
 	payload []byte
 	samples int
+	size    int     // uncompressed
 	buf     *[]byte // pooled backing of payload
+}
+
+// recycle gives a chunk's buffer back once nothing refers to its payload:
+// it is acked, or copied into a joined message (a failed publish may leave
+// a reference in the client, so its buffer is left to the collector).
+func (s *sink) recycle(c chunk) {
+	*c.buf = c.payload
+	s.payloads.Put(c.buf)
 }
 
 type appender struct {
@@ -139,23 +149,29 @@ func (a *appender) cut() {
 	a.chunks = append(a.chunks, chunk{
 		payload: remotewrite.Compress((*buf)[:0], a.b.Bytes()),
 		samples: a.b.Samples(),
+		size:    a.b.Len(),
 		buf:     buf,
 	})
 	a.b.Reset()
 }
 
+// release gives the builder back; Commit does it before waiting for the
+// bus, so the builders in use are those of scrapes being appended, not of
+// every scrape waiting for its message to be stored.
 func (a *appender) release() {
+	if a.b == nil {
+		return
+	}
 	a.b.Reset()
 	a.sink.builders.Put(a.b)
 	a.b = nil
-	a.chunks = nil
 }
 
 // Commit publishes the scrape and waits until JetStream has stored it. The
 // scrape loop of one target commits one scrape after the other, so a
 // target's scrapes reach the bus in order. A scrape larger than
 // maxMessageBytes publishes its full chunks alone, in order, and joins its
-// rest to the partition's open message (joiner.go).
+// compressed rest to the partition's open message (joiner.go).
 func (a *appender) Commit() error {
 	defer a.release()
 	m := a.sink.metrics
@@ -166,11 +182,18 @@ func (a *appender) Commit() error {
 	}
 	start := time.Now()
 	partition := bus.Partition(a.key, a.sink.partitions)
-	if err := a.publishChunks(partition); err != nil {
+	full := a.chunks
+	var rest *chunk
+	if a.b.Series() > 0 {
+		a.cut()
+		full, rest = a.chunks[:len(a.chunks)-1], &a.chunks[len(a.chunks)-1]
+	}
+	a.release()
+	if err := a.publishChunks(partition, full, rest); err != nil {
 		return err
 	}
-	if a.b.Series() > 0 {
-		if err := a.sink.join(partition, a.key, a.b); err != nil {
+	if rest != nil {
+		if err := a.sink.join(partition, a.key, *rest); err != nil {
 			return fmt.Errorf("publish scrape of %s: %w", a.key, err)
 		}
 	}
@@ -180,17 +203,20 @@ func (a *appender) Commit() error {
 
 // publishChunks publishes the full chunks of a large scrape, one after the
 // other; the first failure counts the rest of the scrape as dropped.
-func (a *appender) publishChunks(partition int) error {
+func (a *appender) publishChunks(partition int, full []chunk, rest *chunk) error {
 	m := a.sink.metrics
-	if len(a.chunks) == 0 {
+	if len(full) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(a.sink.ctx, a.sink.publishTimeout)
 	defer cancel()
-	for i, c := range a.chunks {
+	for i, c := range full {
 		if _, err := a.sink.pub.Publish(ctx, a.sink.message(partition, a.key, c)); err != nil {
-			lost := a.b.Samples()
-			for _, rest := range a.chunks[i:] {
+			lost := 0
+			for _, left := range full[i:] {
+				lost += left.samples
+			}
+			if rest != nil {
 				lost += rest.samples
 			}
 			m.samplesDropped.WithLabelValues(reasonPublishFailed).Add(float64(lost))
@@ -199,10 +225,7 @@ func (a *appender) publishChunks(partition int) error {
 		m.samplesPublished.Add(float64(c.samples))
 		m.messages.Inc()
 		m.scrapesPerMessage.Observe(1)
-		// Acked: the client holds no reference to the payload any more
-		// (a failed publish may, so only acked buffers go back).
-		*c.buf = c.payload
-		a.sink.payloads.Put(c.buf)
+		a.sink.recycle(c)
 	}
 	return nil
 }

@@ -373,3 +373,65 @@ func TestATargetsScrapesStayInOrder(t *testing.T) {
 		}
 	}
 }
+
+// gatedPublisher stores nothing until released; it tells when a publish
+// has started.
+type gatedPublisher struct {
+	recordingPublisher
+	started chan struct{}
+	release chan struct{}
+}
+
+func (p *gatedPublisher) Publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	p.started <- struct{}{}
+	<-p.release
+	return p.recordingPublisher.Publish(ctx, msg)
+}
+
+// TestAWaitingScrapeHoldsNoBuilder: a scrape waiting for the bus has given
+// its builder back, joined or alone, so the builders in use are those of
+// scrapes being appended, not of every scrape waiting for its message.
+func TestAWaitingScrapeHoldsNoBuilder(t *testing.T) {
+	size := scrapeSize(t, 100)
+	for _, tc := range []struct {
+		name     string
+		maxBytes int
+		linger   time.Duration
+	}{
+		{name: "joined, full message", maxBytes: size + 1, linger: time.Hour},
+		{name: "alone", maxBytes: 1 << 20, linger: 0},
+		{name: "a large scrape's full chunks", maxBytes: size / 3, linger: time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pub := &gatedPublisher{started: make(chan struct{}), release: make(chan struct{})}
+			s := newJoiningSink(t, pub, tc.maxBytes, tc.linger)
+			app := s.AppenderV2(context.Background()).(*appender)
+			appendN(t, app, 100, false)
+			done := make(chan error, 1)
+			go func() { done <- app.Commit() }()
+			<-pub.started // the publish happens after the builder went back
+			if app.b != nil {
+				t.Error("the scrape holds its builder while its message is published")
+			}
+			close(pub.release)
+			for {
+				select {
+				case <-pub.started:
+					continue
+				case err := <-done:
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				break
+			}
+			var got int
+			for _, m := range pub.msgs {
+				got += len(decodeMsg(t, m).Timeseries)
+			}
+			if got != 100 {
+				t.Errorf("%d series published, want 100", got)
+			}
+		})
+	}
+}
