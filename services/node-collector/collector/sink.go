@@ -82,7 +82,7 @@ func newSink(ctx context.Context, cfg sinkConfig, pub publisher, m *metrics, log
 
 // AppenderV2 implements storage.AppendableV2; the scrape loop takes one per scrape.
 func (s *sink) AppenderV2(ctx context.Context) storage.AppenderV2 {
-	a := &appender{sink: s, b: s.builders.Get().(*remotewrite.Builder), key: "unknown"}
+	a := &appender{sink: s, key: "unknown"}
 	if t, ok := scrape.TargetFromContext(ctx); ok {
 		a.key = t.GetValue("job") + "|" + t.String()
 	}
@@ -107,7 +107,10 @@ func (s *sink) recycle(c chunk) {
 }
 
 type appender struct {
-	sink    *sink
+	sink *sink
+	// b is taken at the first Append and given back before Commit waits
+	// for the bus: the scrape loop takes its appender before the scrape's
+	// HTTP request, which a builder need not wait through.
 	b       *remotewrite.Builder
 	key     string
 	chunks  []chunk
@@ -117,6 +120,9 @@ type appender struct {
 
 // Append implements storage.AppenderV2.
 func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
+	if a.b == nil {
+		a.b = a.sink.builders.Get().(*remotewrite.Builder)
+	}
 	if h != nil || fh != nil {
 		if err := a.b.AppendHistogram(ls, t, h, fh); err != nil {
 			a.sink.metrics.samplesDropped.WithLabelValues(reasonEncodeFailed).Inc()
@@ -142,7 +148,7 @@ func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, v
 
 // cut compresses what the builder holds into a chunk.
 func (a *appender) cut() {
-	if a.b.Series() == 0 {
+	if a.buffered() == 0 {
 		return
 	}
 	buf := a.sink.payloads.Get().(*[]byte)
@@ -153,6 +159,14 @@ func (a *appender) cut() {
 		buf:     buf,
 	})
 	a.b.Reset()
+}
+
+// buffered is the number of series appended since the last cut.
+func (a *appender) buffered() int {
+	if a.b == nil {
+		return 0
+	}
+	return a.b.Series()
 }
 
 // release gives the builder back; Commit does it before waiting for the
@@ -177,14 +191,14 @@ func (a *appender) Commit() error {
 	m := a.sink.metrics
 	m.samplesAppended.Add(float64(a.samples))
 	m.staleMarkers.Add(float64(a.stale))
-	if len(a.chunks) == 0 && a.b.Series() == 0 {
+	if len(a.chunks) == 0 && a.buffered() == 0 {
 		return nil
 	}
 	start := time.Now()
 	partition := bus.Partition(a.key, a.sink.partitions)
 	full := a.chunks
 	var rest *chunk
-	if a.b.Series() > 0 {
+	if a.buffered() > 0 {
 		a.cut()
 		full, rest = a.chunks[:len(a.chunks)-1], &a.chunks[len(a.chunks)-1]
 	}

@@ -435,3 +435,31 @@ func TestAWaitingScrapeHoldsNoBuilder(t *testing.T) {
 		})
 	}
 }
+
+// TestAnAppenderTakesABuilderOnlyToAppend: the scrape loop takes its
+// appender before the scrape's HTTP request; a builder is taken only by
+// the first sample, and a scrape without one publishes nothing.
+func TestAnAppenderTakesABuilderOnlyToAppend(t *testing.T) {
+	pub := &recordingPublisher{}
+	s, _ := newTestSink(t, pub, 1<<20)
+	for _, end := range []struct {
+		name string
+		end  func(storage.AppenderV2) error
+	}{
+		{name: "commit", end: storage.AppenderV2.Commit},
+		{name: "rollback", end: storage.AppenderV2.Rollback},
+	} {
+		t.Run(end.name, func(t *testing.T) {
+			app := s.AppenderV2(context.Background())
+			if app.(*appender).b != nil {
+				t.Fatal("an appender holds a builder before its first sample")
+			}
+			if err := end.end(app); err != nil {
+				t.Fatal(err)
+			}
+			if len(pub.msgs) != 0 {
+				t.Fatalf("%d messages published for an empty scrape", len(pub.msgs))
+			}
+		})
+	}
+}

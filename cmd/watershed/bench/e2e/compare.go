@@ -81,18 +81,30 @@ func (p *agentProcess) stop() {
 	_ = p.log.Close()
 }
 
-// startWatershed runs `watershed run` with the configuration cfg and the
-// given -target (empty: all).
-func startWatershed(ctx context.Context, o options, dir, role, cfg, target string) (*agentProcess, error) {
+// startWatershed runs the all-in-one, `watershed run`, with the
+// configuration cfg.
+func startWatershed(ctx context.Context, o options, dir, role, cfg string) (*agentProcess, error) {
 	cfgFile := filepath.Join(dir, role+".yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	args := []string{"run", "-config.file=" + cfgFile}
-	if target != "" {
-		args = append(args, "-target="+target)
+	return startAgentProcess(ctx, dir, role, o.binary, "run", "-config.file="+cfgFile)
+}
+
+// startService runs one service of microservices mode from its own binary
+// (make build's bin/<service>, built from services/<service>/cmd, as the
+// deployment's image of it is), not the all-in-one binary with -target:
+// a process of a Kubernetes deployment holds only its service's code.
+func startService(ctx context.Context, o options, dir, service, cfg string) (*agentProcess, error) {
+	bin := filepath.Join(o.services, service)
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("the %s binary of microservices mode (make build makes it; -services names its directory): %w", service, err)
 	}
-	return startAgentProcess(ctx, dir, role, o.binary, args...)
+	cfgFile := filepath.Join(dir, service+".yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	return startAgentProcess(ctx, dir, service, bin, "-config.file="+cfgFile)
 }
 
 // startNATSServer runs an external nats-server with JetStream (file

@@ -134,7 +134,7 @@ func logsAgents(o options, recvAddr string) []agent {
 			if err != nil {
 				return nil, err
 			}
-			p, err := startWatershed(ctx, o, dir, "watershed", cfg(dir, httpAddr, embeddedNATS(dir, "127.0.0.1:-1")), "")
+			p, err := startWatershed(ctx, o, dir, "watershed", cfg(dir, httpAddr, embeddedNATS(dir, "127.0.0.1:-1")))
 			if err != nil {
 				return nil, err
 			}

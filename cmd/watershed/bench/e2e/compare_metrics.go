@@ -62,7 +62,7 @@ func metricsAgents(o options, targets []string, recvAddr string) []agent {
 			if err != nil {
 				return nil, err
 			}
-			p, err := startWatershed(ctx, o, dir, "watershed", metricsConfig(o, httpAddr, embeddedNATS(dir, "127.0.0.1:-1"), targets, recvAddr), "")
+			p, err := startWatershed(ctx, o, dir, "watershed", metricsConfig(o, httpAddr, embeddedNATS(dir, "127.0.0.1:-1"), targets, recvAddr))
 			if err != nil {
 				return nil, err
 			}
@@ -144,7 +144,7 @@ func startMicroservices(ctx context.Context, o options, dir string, cfg func(htt
 		if err != nil {
 			return procs, err
 		}
-		p, err := startWatershed(ctx, o, dir, target, cfg(httpAddr, externalNATS(natsAddr)), target)
+		p, err := startService(ctx, o, dir, target, cfg(httpAddr, externalNATS(natsAddr)))
 		if err != nil {
 			return procs, err
 		}

@@ -83,7 +83,7 @@ func tracesAgents(o options, otlpAddr, counterAddr string) []agent {
 			if err != nil {
 				return nil, err
 			}
-			p, err := startWatershed(ctx, o, dir, "watershed", tracesConfig(httpAddr, embeddedNATS(dir, "127.0.0.1:-1"), counterAddr, otlpPort), "")
+			p, err := startWatershed(ctx, o, dir, "watershed", tracesConfig(httpAddr, embeddedNATS(dir, "127.0.0.1:-1"), counterAddr, otlpPort))
 			if err != nil {
 				return nil, err
 			}

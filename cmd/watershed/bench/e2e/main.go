@@ -30,7 +30,10 @@ import (
 )
 
 type options struct {
-	binary      string
+	binary string
+	// services holds the per-service binaries that microservices mode
+	// runs, one process each, as the deployment's images do.
+	services    string
 	targets     int
 	series      int
 	interval    time.Duration
@@ -71,6 +74,7 @@ const (
 func main() {
 	var o options
 	flag.StringVar(&o.binary, "watershed", "./bin/watershed", "watershed binary to run")
+	flag.StringVar(&o.services, "services", "./bin", "compare: directory of the per-service binaries (make build) that microservices mode runs, as the deployment's images do")
 	flag.IntVar(&o.targets, "targets", 200, "synthetic targets")
 	flag.IntVar(&o.series, "series", 1000, "series per target")
 	flag.DurationVar(&o.interval, "interval", time.Second, "scrape interval")
@@ -98,6 +102,9 @@ func main() {
 	// The agents run in directories of their own.
 	if abs, err := filepath.Abs(o.binary); err == nil {
 		o.binary = abs
+	}
+	if abs, err := filepath.Abs(o.services); err == nil {
+		o.services = abs
 	}
 	runSignal := run
 	switch o.signal {
