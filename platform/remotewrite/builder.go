@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
@@ -58,7 +59,7 @@ func (b *Builder) AppendSample(ls labels.Labels, t int64, v float64, exemplars [
 	body := b.openSeries()
 	b.appendLabels(tagSeriesLabels, ls)
 	b.buf = append(b.buf, tagSeriesSamples)
-	b.buf = binary.AppendUvarint(b.buf, uint64(sampleBodySize(t)))
+	b.buf = appendSize(b.buf, sampleBodySize(t))
 	b.buf = append(b.buf, tagSampleValue)
 	b.buf = binary.LittleEndian.AppendUint64(b.buf, math.Float64bits(v))
 	b.buf = append(b.buf, tagSampleTimestamp)
@@ -125,16 +126,31 @@ func (b *Builder) AppendHistogram(ls labels.Labels, t int64, h *histogram.Histog
 }
 
 func (b *Builder) appendLabels(tag byte, ls labels.Labels) {
+	// Room for every label at once, so the appends below need not grow
+	// the buffer: a label takes its name and value and at most 12 bytes
+	// of tags and lengths (lengths under 2 MiB), and ByteSize of the
+	// default (stringlabels) Labels counts at least 2 bytes a label
+	// besides them. Only a hint: append still grows a buffer too short.
+	b.buf = slices.Grow(b.buf, 7*int(ls.ByteSize()))
 	ls.Range(func(l labels.Label) {
 		b.buf = append(b.buf, tag)
-		b.buf = binary.AppendUvarint(b.buf, uint64(labelBodySize(l)))
+		b.buf = appendSize(b.buf, labelBodySize(l))
 		b.buf = append(b.buf, tagLabelName)
-		b.buf = binary.AppendUvarint(b.buf, uint64(len(l.Name)))
+		b.buf = appendSize(b.buf, len(l.Name))
 		b.buf = append(b.buf, l.Name...)
 		b.buf = append(b.buf, tagLabelValue)
-		b.buf = binary.AppendUvarint(b.buf, uint64(len(l.Value)))
+		b.buf = appendSize(b.buf, len(l.Value))
 		b.buf = append(b.buf, l.Value...)
 	})
+}
+
+// appendSize appends a length as a varint, with the one-byte case, most
+// names and values, inline.
+func appendSize(buf []byte, n int) []byte {
+	if n < 0x80 {
+		return append(buf, byte(n))
+	}
+	return binary.AppendUvarint(buf, uint64(n))
 }
 
 func (b *Builder) appendExemplar(e *exemplar.Exemplar) {
