@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/grafana/dskit/backoff"
@@ -96,7 +97,23 @@ type Writer struct {
 	stream  jetstream.Stream
 	group   *partgroup.Group
 	failure *services.FailureWatcher
+	// joiners are the requests' buffers, shared by the partitions: a
+	// request holds one from its join until it is acked, so they number
+	// the requests being joined or sent at once, not two per partition
+	// kept at the size of its largest request.
+	joiners sync.Pool
 }
+
+// joiner takes a joiner for a request; putJoiner gives it back.
+func (w *Writer) joiner() *remotewrite.Joiner {
+	if j, ok := w.joiners.Get().(*remotewrite.Joiner); ok {
+		j.Reset()
+		return j
+	}
+	return new(remotewrite.Joiner)
+}
+
+func (w *Writer) putJoiner(j *remotewrite.Joiner) { w.joiners.Put(j) }
 
 // New makes the writer service.
 func New(cfg Config, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger) *Writer {
@@ -225,12 +242,8 @@ type partitionWriter struct {
 	items     int // in the pending messages, from Ws-Count
 	bytes     int // uncompressed
 	tenant    string
-	// joiners alternate: the in-flight request holds one, the next
-	// request is joined into the other.
-	joiners  [2]remotewrite.Joiner
-	next     int      // index of the free joiner
-	inFlight *request // nil when no request is on its way
-	lastSeq  uint64   // Ws-Partition-Seq of the last message taken, 0 unknown
+	inFlight  *request // nil when no request is on its way
+	lastSeq   uint64   // Ws-Partition-Seq of the last message taken, 0 unknown
 	// inDoubt is the last stream sequence a previous owner was given
 	// without acking it: up to there the backend may hold a message
 	// already, so each goes alone (see resending).
@@ -346,8 +359,7 @@ func (p *partitionWriter) flush(ctx context.Context) error {
 		return nil
 	}
 	msgs, items := p.pending, p.items
-	j := &p.joiners[p.next]
-	j.Reset()
+	j := p.w.joiner()
 	kept := msgs[:0:0]
 	for _, m := range msgs {
 		if err := j.Add(m.Data()); err != nil {
@@ -363,14 +375,15 @@ func (p *partitionWriter) flush(ctx context.Context) error {
 	}
 	p.pending, p.items, p.bytes = p.pending[:0], 0, 0
 	if len(kept) == 0 {
+		p.w.putJoiner(j)
 		return nil
 	}
 	r := &request{msgs: kept, items: items, tenant: p.tenant, joiner: j, resending: p.resending, done: make(chan struct{})}
-	p.next ^= 1
 	p.inFlight = r
 	go func() {
 		defer close(r.done)
 		r.err = p.send(ctx, r)
+		p.w.putJoiner(r.joiner) // the request is settled or given up: nothing reads it any more
 	}()
 	return nil
 }
