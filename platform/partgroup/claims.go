@@ -86,6 +86,14 @@ func (g *Group) renewClaims(ctx context.Context, now time.Time) {
 			c.rev, c.renewed = rev, now
 			continue
 		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists):
+			if rev, ok := g.ownRevision(ctx, c.key); ok {
+				// An earlier renewal was taken but its answer lost: the
+				// claim is still ours, at a revision this replica did
+				// not learn. The next tick renews from it.
+				g.logger.Warn("a partition's claim was ahead of its known revision; renewing from the current one", "partition", p)
+				c.rev = rev
+				continue
+			}
 			g.logger.Error("lost a partition's claim to another member; stopping its work", "partition", p, "err", err)
 		case now.Sub(c.renewed) > g.cfg.Lease/2:
 			g.logger.Error("could not renew a partition's claim within the lease; stopping its work", "partition", p, "err", err)
@@ -129,13 +137,44 @@ func (g *Group) release(ctx context.Context, p int) {
 	if c.lost {
 		return
 	}
-	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.Lease/4)
-	defer cancel()
-	if err := g.kv.Delete(kctx, c.key, jetstream.LastRevision(c.rev)); err != nil {
+	if err := g.deleteClaim(context.WithoutCancel(ctx), c); err != nil {
 		// It expires with the lease instead.
 		g.logger.Warn("releasing a partition's claim failed", "partition", p, "err", err)
 	}
 	g.logger.Info("gave up partition", "partition", p, "reason", reason)
+}
+
+// deleteClaim deletes this replica's claim, at the revision it knows or,
+// when a renewal was taken but its answer lost, at the current one if the
+// claim is still its own; the next owner need not wait out the lease.
+func (g *Group) deleteClaim(ctx context.Context, c *claim) error {
+	kctx, cancel := context.WithTimeout(ctx, g.cfg.Lease/4)
+	defer cancel()
+	err := g.kv.Delete(kctx, c.key, jetstream.LastRevision(c.rev))
+	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return err
+	}
+	rev, ok := g.ownRevision(ctx, c.key)
+	if !ok {
+		return nil // another member's now: not ours to delete
+	}
+	kctx, cancel = context.WithTimeout(ctx, g.cfg.Lease/4)
+	defer cancel()
+	return g.kv.Delete(kctx, c.key, jetstream.LastRevision(rev))
+}
+
+// ownRevision is the current revision of a claim key when the claim is
+// this replica's (its value is the member name, unique to the replica):
+// a write the server took but whose answer was lost (it timed out on the
+// way back) leaves the claim at a revision this replica did not learn.
+func (g *Group) ownRevision(ctx context.Context, key string) (uint64, bool) {
+	kctx, cancel := context.WithTimeout(ctx, g.cfg.Lease/4)
+	defer cancel()
+	e, err := g.kv.Get(kctx, key)
+	if err != nil || string(e.Value()) != g.cfg.Member {
+		return 0, false
+	}
+	return e.Revision(), true
 }
 
 // stopping drains every partition within the drain timeout, cancels what

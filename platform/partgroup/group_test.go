@@ -56,6 +56,13 @@ func (h *holders) work(member string) Work {
 	}
 }
 
+// startedBy is how many partition works member started.
+func (h *holders) startedBy(member string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.started[member]
+}
+
 // counts is how many partitions each member works on now.
 func (h *holders) counts() map[string]int {
 	h.mu.Lock()
@@ -80,6 +87,21 @@ type cuttableKV struct {
 	jetstream.KeyValue
 	mu  sync.Mutex
 	cut bool
+	// loseAnswers Updates take effect and then fail as if their answer
+	// timed out on the way back; lost and answered count Updates.
+	loseAnswers    int
+	lost, answered int
+}
+
+// LoseUpdateAnswers loses the answers of the next n Updates.
+func (k *cuttableKV) LoseUpdateAnswers(n int) { k.mu.Lock(); k.loseAnswers += n; k.mu.Unlock() }
+
+// Updates is how many Updates took effect with their answer lost, and
+// with it.
+func (k *cuttableKV) Updates() (lost, answered int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lost, k.answered
 }
 
 var errCut = errors.New("test: cut off from the bus")
@@ -105,7 +127,18 @@ func (k *cuttableKV) Update(ctx context.Context, key string, v []byte, rev uint6
 	if k.isCut() {
 		return 0, errCut
 	}
-	return k.KeyValue.Update(ctx, key, v, rev)
+	rev, err := k.KeyValue.Update(ctx, key, v, rev)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case err == nil && k.loseAnswers > 0:
+		k.loseAnswers--
+		k.lost++
+		return 0, context.DeadlineExceeded
+	case err == nil:
+		k.answered++
+	}
+	return rev, err
 }
 
 func (k *cuttableKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
@@ -244,6 +277,46 @@ func TestGroupFailsOver(t *testing.T) {
 				t.Error("the cut-off member did not count its lost leases")
 			}
 		})
+	}
+}
+
+// TestGroupKeepsAClaimWhoseRenewalAnswerWasLost: a renewal the server
+// took but whose answer timed out leaves the claim at a revision the
+// replica did not learn. The claim is still its own: it must not stop its
+// work as if another member held it, and when it leaves it must delete
+// the claim rather than leave it to expire (the next owner would wait up
+// to a lease).
+func TestGroupKeepsAClaimWhoseRenewalAnswerWasLost(t *testing.T) {
+	b := bustest.Open(t, bustest.NATSConfig(t.TempDir()))
+	h := newHolders(t)
+	a := startMember(t, b.ClientURL(), "a", 1, h)
+	waitFor(t, "the member holding the partition", 10*time.Second, balanced(h, 1, "a"))
+
+	a.kv.LoseUpdateAnswers(1)
+	_, before := a.kv.Updates()
+	waitFor(t, "renewals after one whose answer was lost", 10*time.Second, func() bool {
+		lost, answered := a.kv.Updates()
+		return lost == 1 && answered >= before+2
+	})
+	if n := testutil.ToFloat64(a.metrics.released.WithLabelValues(reasonLeaseLost)); n != 0 {
+		t.Errorf("%v partitions given up as lost; the claim was the member's own", n)
+	}
+	if n := h.startedBy("a"); n != 1 {
+		t.Errorf("the partition's work started %d times, want once", n)
+	}
+
+	// Leaving right after another lost answer: the claim is deleted at
+	// its current revision.
+	a.kv.LoseUpdateAnswers(1)
+	waitFor(t, "a second renewal whose answer was lost", 10*time.Second, func() bool {
+		lost, _ := a.kv.Updates()
+		return lost == 2
+	})
+	if err := services.StopAndAwaitTerminated(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.kv.Get(context.Background(), "writer-test.p.0"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the claim after leaving: %v, want it deleted", err)
 	}
 }
 
