@@ -128,11 +128,11 @@ func (jp *joinerPool) get() *remotewrite.Joiner {
 	j := jp.free[n-1]
 	jp.free[n-1] = nil
 	jp.free = jp.free[:n-1]
-	j.Reset()
 	return j
 }
 
 func (jp *joinerPool) put(j *remotewrite.Joiner) {
+	j.Reset() // a spare joiner holds no message's payload
 	jp.mu.Lock()
 	defer jp.mu.Unlock()
 	if len(jp.free) < maxFreeJoiners {

@@ -86,33 +86,35 @@ func (b *Blocks) Bytes() []byte {
 // request; the compressed request is the payloads joined as they came
 // (Blocks), not compressed again.
 type Joiner struct {
-	raw    []byte // the joined request, uncompressed
-	blocks Blocks
+	raw    []byte   // the joined request, uncompressed
+	parts  [][]byte // the payloads, kept until Reset
+	blocks Blocks   // the compressed request, joined from parts by Compressed
 }
 
-// Reset starts a new request.
+// Reset starts a new request and lets go of the payloads.
 func (j *Joiner) Reset() {
 	j.raw = j.raw[:0]
+	clear(j.parts)
+	j.parts = j.parts[:0]
 	j.blocks.Reset()
 }
 
 // Add decodes one snappy payload (block format, without the extensions of
-// S2) and appends it to the request.
+// S2) and appends it to the request. The Joiner keeps payload until the
+// next Reset: it must not change until then. Only Compressed copies it,
+// so a writer that sends the request uncompressed (Tempo's) never does.
 func (j *Joiner) Add(payload []byte) error {
 	n, header := binary.Uvarint(payload)
-	if header <= 0 || n > math.MaxInt32 {
+	start := len(j.raw)
+	if header <= 0 || n > math.MaxInt32 || uint64(start)+n > math.MaxUint32 {
 		return fmt.Errorf("%w: bad length header", ErrNotSnappy)
 	}
-	start := len(j.raw)
 	j.raw = slices.Grow(j.raw, int(n))[:start+int(n)]
 	if _, err := s2.Decode(j.raw[start:], payload); err != nil {
 		j.raw = j.raw[:start]
 		return fmt.Errorf("%w: %w", ErrNotSnappy, err)
 	}
-	if err := j.blocks.Append(payload); err != nil {
-		j.raw = j.raw[:start]
-		return err
-	}
+	j.parts = append(j.parts, payload)
 	return nil
 }
 
@@ -124,4 +126,11 @@ func (j *Joiner) Uncompressed() []byte { return j.raw }
 
 // Compressed is the joined request, snappy-compressed: the payloads'
 // elements behind the joined length. Valid until the next Add or Reset.
-func (j *Joiner) Compressed() []byte { return j.blocks.Bytes() }
+func (j *Joiner) Compressed() []byte {
+	j.blocks.Reset()
+	for _, p := range j.parts {
+		// Add decoded it and bounded the total: its header is sound.
+		_ = j.blocks.Append(p)
+	}
+	return j.blocks.Bytes()
+}
