@@ -5,6 +5,8 @@
 // as snappy-compressed remote-write 1.0 WriteRequests, encoded straight
 // from the appended samples, on the raw stream under the target's
 // partition. The scrapes of one partition finished within
-// metrics.batchLinger share a bus message (joiner.go); a scrape larger than
-// nats.maxMessageBytes is split into several messages.
+// metrics.batchLinger share bus messages, filled chunk by chunk up to
+// nats.maxMessageBytes and the writer's maxSamplesPerSend (joiner.go); a
+// scrape larger than maxSamplesPerSend goes alone, split into messages of
+// up to nats.maxMessageBytes.
 package collector

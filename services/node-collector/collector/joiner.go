@@ -2,7 +2,9 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -19,17 +21,27 @@ import (
 // first scrape, so the bus carries at most partitions/linger messages a
 // second plus one per full message, however many targets there are.
 //
-// Full is maxMessageBytes, or joinSamples samples, or not room enough for
-// another scrape of the size of the last one (a scrape over half the
-// limits goes out at once rather than wait for a smaller one that may not
-// come). joinSamples is there because the writer cannot split
-// a message, so a message larger than one of its requests
-// (externalServices.prometheus.queue.maxSamplesPerSend) would make its
-// requests larger than configured, and its buffers with them.
+// A scrape is cut into chunks of an eighth of the limits (maxMessageBytes,
+// joinSamples), each compressed on its own, and its chunks join the open
+// message in order; a chunk without room sends the open message out and
+// opens the next, so one scrape may span two messages. A message goes out
+// once it cannot take another chunk: messages fill to within an eighth of
+// their limits. Joining whole scrapes instead, two scrapes of 1,005 samples
+// never shared a message under the default joinSamples of 2,000, and at 200
+// targets of 1,000 series every scrape was a message of its own.
 //
+// joinSamples is there because the writer cannot split a message, so a
+// message larger than one of its requests
+// (externalServices.prometheus.queue.maxSamplesPerSend) would make its
+// requests larger than configured, and its buffers with them. A scrape of
+// more than joinSamples goes alone, in messages of up to maxMessageBytes:
+// cut to the limit, it would make many messages of one scrape.
+
 // Order: a target's scrapes all go to its partition, and its scrape loop
-// waits in Commit until the message holding a scrape is stored before it
-// scrapes again, so a target's samples reach the bus in order.
+// waits in Commit until the messages holding a scrape are stored before it
+// scrapes again, so a target's samples reach the bus in order. The two
+// messages a scrape may span hold different series of it, so their order
+// does not matter.
 //
 // Memory: a scrape is compressed when it commits and joins the open
 // message compressed (remotewrite.Blocks lays the snappy blocks end to
@@ -54,56 +66,130 @@ type partitionJoiner struct {
 	open *openMessage
 }
 
-// join adds a finished scrape (its last chunk, under maxMessageBytes) to
-// the open message of its partition, and returns once that message is
-// stored or failed.
-func (s *sink) join(partition int, key string, c chunk) error {
-	if s.linger == 0 {
-		// Alone: published as compressed.
-		om := &openMessage{key: key, samples: c.samples, scrapes: 1, done: make(chan struct{})}
-		if s.publish(partition, om, c.payload) {
-			s.recycle(c)
-		}
-		return om.err
-	}
+// join adds the chunks of a finished scrape, in order, to the open
+// messages of its partition, and returns once the messages holding them
+// are stored or failed.
+func (s *sink) join(partition int, key string, chunks []chunk) error {
 	j := &s.joiners[partition]
+	var held []*openMessage // the messages holding this scrape, in order
+	var errs []error
 	j.mu.Lock()
+	for _, c := range chunks {
+		om := j.open
+		if om != nil && !s.hasRoom(om, c.samples, c.size) {
+			// The open message goes now; this chunk opens the next.
+			j.open = nil
+			om.timer.Stop()
+			go s.publishJoined(partition, om)
+			om = nil
+		}
+		if om == nil {
+			om = &openMessage{body: s.bodies.Get().(*remotewrite.Blocks), key: key, done: make(chan struct{})}
+			om.body.Reset()
+			j.open = om
+			om.timer = time.AfterFunc(s.linger, func() { s.lingerEnded(partition, om) })
+		}
+		if err := om.body.Append(c.payload); err != nil {
+			// Not a block the encoder makes: the chunk goes, not the message.
+			s.metrics.samplesDropped.WithLabelValues(reasonEncodeFailed).Add(float64(c.samples))
+			errs = append(errs, fmt.Errorf("join a scrape to the message of partition %d: %w", partition, err))
+			continue
+		}
+		om.samples += c.samples
+		if len(held) == 0 || held[len(held)-1] != om {
+			om.scrapes++
+			held = append(held, om)
+		}
+	}
+	// Full once another chunk would not fit: waiting for a smaller one
+	// would only delay the scrapes it holds.
 	om := j.open
-	if om != nil && (om.body.Len()+c.size > s.maxMessageBytes || om.samples+c.samples > s.joinSamples) {
-		// No room: the open message goes now, this scrape opens the next.
-		j.open = nil
-		om.timer.Stop()
-		go s.publishJoined(partition, om)
-		om = nil
-	}
-	if om == nil {
-		om = &openMessage{body: s.bodies.Get().(*remotewrite.Blocks), key: key, done: make(chan struct{})}
-		om.body.Reset()
-		j.open = om
-		om.timer = time.AfterFunc(s.linger, func() { s.lingerEnded(partition, om) })
-	}
-	if err := om.body.Append(c.payload); err != nil {
-		// Not a block the encoder makes: the scrape goes, not the message.
-		j.mu.Unlock()
-		s.metrics.samplesDropped.WithLabelValues(reasonEncodeFailed).Add(float64(c.samples))
-		return fmt.Errorf("join a scrape to the message of partition %d: %w", partition, err)
-	}
-	om.samples += c.samples
-	om.scrapes++
-	// Full once another scrape like this one would not fit: waiting for
-	// one that might be smaller would only delay this one.
-	full := om.body.Len()+c.size > s.maxMessageBytes || om.samples+c.samples > s.joinSamples
+	full := om != nil && s.isFull(om)
 	if full {
 		j.open = nil
 		om.timer.Stop()
 	}
 	j.mu.Unlock()
-	s.recycle(c)
+	for _, c := range chunks {
+		s.recycle(c)
+	}
 	if full {
 		s.publishJoined(partition, om)
 	}
-	<-om.done
-	return om.err
+	for _, om := range held {
+		<-om.done
+		if om.err != nil {
+			errs = append(errs, om.err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// hasRoom tells whether om can take samples more, of size bytes
+// uncompressed. om never holds more than joinSamples.
+func (s *sink) hasRoom(om *openMessage, samples, size int) bool {
+	return samples <= s.joinSamples-om.samples && om.body.Len()+size <= s.maxMessageBytes
+}
+
+// isFull tells whether om has no room for a chunk of the largest size.
+func (s *sink) isFull(om *openMessage) bool {
+	return om.body.Len()+s.chunkBytes > s.maxMessageBytes ||
+		(s.chunkSamples < math.MaxInt && s.chunkSamples > s.joinSamples-om.samples)
+}
+
+// publishAlone publishes a scrape in messages of its own, in order: its
+// chunks joined up to maxMessageBytes. The first failure counts the rest
+// of the scrape as dropped.
+func (s *sink) publishAlone(partition int, key string, chunks []chunk) error {
+	for len(chunks) > 0 {
+		n, size := 1, chunks[0].size
+		for n < len(chunks) && size+chunks[n].size <= s.maxMessageBytes {
+			size += chunks[n].size
+			n++
+		}
+		om := &openMessage{key: key, scrapes: 1, done: make(chan struct{})}
+		var err error
+		if n == 1 {
+			om.samples = chunks[0].samples
+			if s.publish(partition, om, chunks[0].payload) {
+				s.recycle(chunks[0])
+			}
+		} else {
+			err = s.publishJoinedChunks(partition, om, chunks[:n])
+		}
+		if err = errors.Join(err, om.err); err != nil {
+			lost := 0
+			for _, c := range chunks[n:] {
+				lost += c.samples
+			}
+			s.metrics.samplesDropped.WithLabelValues(reasonPublishFailed).Add(float64(lost))
+			return err
+		}
+		chunks = chunks[n:]
+	}
+	return nil
+}
+
+// publishJoinedChunks publishes chunks joined into one message.
+func (s *sink) publishJoinedChunks(partition int, om *openMessage, chunks []chunk) error {
+	om.body = s.bodies.Get().(*remotewrite.Blocks)
+	om.body.Reset()
+	for _, c := range chunks {
+		om.samples += c.samples
+	}
+	for _, c := range chunks {
+		if err := om.body.Append(c.payload); err != nil {
+			s.bodies.Put(om.body)
+			s.metrics.samplesDropped.WithLabelValues(reasonEncodeFailed).Add(float64(om.samples))
+			close(om.done)
+			return fmt.Errorf("join the chunks of a scrape on partition %d: %w", partition, err)
+		}
+	}
+	for _, c := range chunks {
+		s.recycle(c) // copied into the body
+	}
+	s.publishJoined(partition, om)
+	return nil
 }
 
 // lingerEnded publishes a message its scrapes have waited batchLinger for,

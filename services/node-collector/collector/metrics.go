@@ -44,11 +44,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		messages: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_collector_messages_published_total",
-			Help: "Bus messages published: the scrapes of a partition finished within metrics.batchLinger share one; a scrape over nats.maxMessageBytes is split.",
+			Help: "Bus messages published: the scrapes of a partition finished within metrics.batchLinger fill them in chunks, so a scrape may span two; a scrape over maxSamplesPerSend goes alone, split at nats.maxMessageBytes.",
 		}),
 		scrapesPerMessage: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "watershed_collector_scrapes_per_message",
-			Help:    "Scrapes (or parts of a split scrape) joined in one published bus message.",
+			Help:    "Scrapes (whole, or the part of one that spans two messages) in one published bus message.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
 		}),
 		publishDuration: f.NewHistogram(prometheus.HistogramOpts{

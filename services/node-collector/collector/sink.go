@@ -43,10 +43,19 @@ type sink struct {
 	logger          *slog.Logger
 	linger          time.Duration
 	joinSamples     int
-	joiners         []partitionJoiner // by partition
-	builders        sync.Pool
-	payloads        sync.Pool // compressed chunk buffers, back once acked or joined
-	bodies          sync.Pool // *remotewrite.Blocks: compressed bodies of open messages, back once acked
+	// chunkBytes and chunkSamples cut a scrape into the chunks that fill
+	// messages (joiner.go): an eighth of maxMessageBytes and joinSamples.
+	chunkBytes   int
+	chunkSamples int
+	joiners      []partitionJoiner // by partition
+	builders     sync.Pool
+	// Compressed chunk buffers, back once acked or joined: those of
+	// chunks (an eighth of the limits) apart from those of scrapes that go
+	// alone (up to maxMessageBytes), so a small chunk does not hold a
+	// large buffer.
+	payloads      sync.Pool
+	largePayloads sync.Pool
+	bodies        sync.Pool // *remotewrite.Blocks: compressed bodies of open messages, back once acked
 }
 
 type sinkConfig struct {
@@ -60,7 +69,17 @@ type sinkConfig struct {
 	joinSamples int
 }
 
+// chunksPerMessage is how many chunks of a scrape fill a message: a
+// message that cannot take another goes out, so messages are at least
+// 7/8 full unless their linger ends first.
+const chunksPerMessage = 8
+
 func newSink(ctx context.Context, cfg sinkConfig, pub publisher, m *metrics, logger *slog.Logger) *sink {
+	joinSamples := cmp.Or(cfg.joinSamples, math.MaxInt)
+	chunkSamples := math.MaxInt
+	if joinSamples < math.MaxInt {
+		chunkSamples = max(1, (joinSamples+chunksPerMessage-1)/chunksPerMessage)
+	}
 	return &sink{
 		pub:             pub,
 		partitions:      cfg.partitions,
@@ -69,13 +88,16 @@ func newSink(ctx context.Context, cfg sinkConfig, pub publisher, m *metrics, log
 		bootID:          strconv.FormatInt(time.Now().UnixNano(), 36),
 		publishTimeout:  cfg.publishTimeout,
 		linger:          cfg.linger,
-		joinSamples:     cmp.Or(cfg.joinSamples, math.MaxInt),
+		joinSamples:     joinSamples,
+		chunkBytes:      max(1, cfg.maxMessageBytes/chunksPerMessage),
+		chunkSamples:    chunkSamples,
 		joiners:         make([]partitionJoiner, cfg.partitions),
 		ctx:             ctx,
 		metrics:         m,
 		logger:          logger,
 		builders:        sync.Pool{New: func() any { return &remotewrite.Builder{} }},
 		payloads:        sync.Pool{New: func() any { return new([]byte) }},
+		largePayloads:   sync.Pool{New: func() any { return new([]byte) }},
 		bodies:          sync.Pool{New: func() any { return new(remotewrite.Blocks) }},
 	}
 }
@@ -89,13 +111,14 @@ func (s *sink) AppenderV2(ctx context.Context) storage.AppenderV2 {
 	return a
 }
 
-// chunk is a compressed part of a scrape: a bus message of its own, or
-// the scrape's last part, which joins its partition's open message.
+// chunk is a compressed part of a scrape, of at most chunkBytes or
+// chunkSamples (or one series more): messages are made of whole chunks.
 type chunk struct {
 	payload []byte
 	samples int
 	size    int     // uncompressed
 	buf     *[]byte // pooled backing of payload
+	large   bool    // buf is of largePayloads
 }
 
 // recycle gives a chunk's buffer back once nothing refers to its payload:
@@ -103,7 +126,11 @@ type chunk struct {
 // a reference in the client, so its buffer is left to the collector).
 func (s *sink) recycle(c chunk) {
 	*c.buf = c.payload
-	s.payloads.Put(c.buf)
+	if c.large {
+		s.largePayloads.Put(c.buf)
+	} else {
+		s.payloads.Put(c.buf)
+	}
 }
 
 type appender struct {
@@ -135,7 +162,13 @@ func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, v
 		}
 	}
 	a.samples++
-	if a.b.Len() >= a.sink.maxMessageBytes {
+	if a.samples > a.sink.joinSamples {
+		// The scrape goes alone: chunks of a message's size, as few
+		// buffers as can be.
+		if a.b.Len() >= a.sink.maxMessageBytes {
+			a.cut()
+		}
+	} else if a.b.Len() >= a.sink.chunkBytes || a.b.Samples() >= a.sink.chunkSamples {
 		a.cut()
 	}
 	if ref == 0 {
@@ -151,12 +184,18 @@ func (a *appender) cut() {
 	if a.buffered() == 0 {
 		return
 	}
-	buf := a.sink.payloads.Get().(*[]byte)
+	large := a.samples > a.sink.joinSamples
+	pool := &a.sink.payloads
+	if large {
+		pool = &a.sink.largePayloads
+	}
+	buf := pool.Get().(*[]byte)
 	a.chunks = append(a.chunks, chunk{
 		payload: remotewrite.Compress((*buf)[:0], a.b.Bytes()),
 		samples: a.b.Samples(),
 		size:    a.b.Len(),
 		buf:     buf,
+		large:   large,
 	})
 	a.b.Reset()
 }
@@ -183,64 +222,35 @@ func (a *appender) release() {
 
 // Commit publishes the scrape and waits until JetStream has stored it. The
 // scrape loop of one target commits one scrape after the other, so a
-// target's scrapes reach the bus in order. A scrape larger than
-// maxMessageBytes publishes its full chunks alone, in order, and joins its
-// compressed rest to the partition's open message (joiner.go).
+// target's scrapes reach the bus in order. A scrape of at most joinSamples
+// samples joins its partition's open messages, chunk by chunk (joiner.go);
+// a larger one goes alone, in messages of its own.
 func (a *appender) Commit() error {
 	defer a.release()
 	m := a.sink.metrics
 	m.samplesAppended.Add(float64(a.samples))
 	m.staleMarkers.Add(float64(a.stale))
-	if len(a.chunks) == 0 && a.buffered() == 0 {
+	a.cut()
+	a.release()
+	if len(a.chunks) == 0 {
 		return nil
 	}
 	start := time.Now()
 	partition := bus.Partition(a.key, a.sink.partitions)
-	full := a.chunks
-	var rest *chunk
-	if a.buffered() > 0 {
-		a.cut()
-		full, rest = a.chunks[:len(a.chunks)-1], &a.chunks[len(a.chunks)-1]
+	samples := 0
+	for _, c := range a.chunks {
+		samples += c.samples
 	}
-	a.release()
-	if err := a.publishChunks(partition, full, rest); err != nil {
-		return err
+	var err error
+	if a.sink.linger == 0 || samples > a.sink.joinSamples {
+		err = a.sink.publishAlone(partition, a.key, a.chunks)
+	} else {
+		err = a.sink.join(partition, a.key, a.chunks)
 	}
-	if rest != nil {
-		if err := a.sink.join(partition, a.key, *rest); err != nil {
-			return fmt.Errorf("publish scrape of %s: %w", a.key, err)
-		}
+	if err != nil {
+		return fmt.Errorf("publish scrape of %s: %w", a.key, err)
 	}
 	m.publishDuration.Observe(time.Since(start).Seconds())
-	return nil
-}
-
-// publishChunks publishes the full chunks of a large scrape, one after the
-// other; the first failure counts the rest of the scrape as dropped.
-func (a *appender) publishChunks(partition int, full []chunk, rest *chunk) error {
-	m := a.sink.metrics
-	if len(full) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(a.sink.ctx, a.sink.publishTimeout)
-	defer cancel()
-	for i, c := range full {
-		if _, err := a.sink.pub.Publish(ctx, a.sink.message(partition, a.key, c)); err != nil {
-			lost := 0
-			for _, left := range full[i:] {
-				lost += left.samples
-			}
-			if rest != nil {
-				lost += rest.samples
-			}
-			m.samplesDropped.WithLabelValues(reasonPublishFailed).Add(float64(lost))
-			return fmt.Errorf("publish scrape of %s: %w", a.key, err)
-		}
-		m.samplesPublished.Add(float64(c.samples))
-		m.messages.Inc()
-		m.scrapesPerMessage.Observe(1)
-		a.sink.recycle(c)
-	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -145,6 +146,9 @@ func TestLargeScrapeIsSplit(t *testing.T) {
 	}
 	total := 0
 	for _, m := range pub.msgs {
+		if body, err := s2.Decode(nil, m.Data); err != nil || len(body) > 64<<10 {
+			t.Errorf("message of %d bytes (%v), over the 64 KiB allowed", len(body), err)
+		}
 		total += len(decodeMsg(t, m).Timeseries)
 		n, _ := bus.Count(m.Header)
 		if n != len(decodeMsg(t, m).Timeseries) {
@@ -260,6 +264,9 @@ func TestScrapesOfAPartitionShareAMessage(t *testing.T) {
 		scrapes     []int
 		// messages is the number of bus messages expected, 0 for "any".
 		messages int
+		// full is how many messages hold over 7/8 of joinSamples: filled
+		// to within a chunk.
+		full int
 	}{
 		// The third scrape fills the message: it goes out at once, long
 		// before the linger ends.
@@ -269,10 +276,13 @@ func TestScrapesOfAPartitionShareAMessage(t *testing.T) {
 		// series arrives once.
 		{name: "a scrape without room opens the next message", maxBytes: 2*size + 1, linger: 5 * time.Millisecond, scrapes: []int{100, 100, 100, 100, 100}},
 		{name: "a message full of samples goes out at once", maxBytes: 1 << 20, linger: time.Hour, joinSamples: 200, scrapes: []int{100, 100}, messages: 1},
-		{name: "a scrape over half the sample cap goes out at once", maxBytes: 1 << 20, linger: time.Hour, joinSamples: 150, scrapes: []int{100}, messages: 1},
-		{name: "a scrape over half maxMessageBytes goes out at once", maxBytes: 2*size - 1, linger: time.Hour, scrapes: []int{100}, messages: 1},
+		// 150 samples take no chunk of ceil(160/8) more.
+		{name: "a message without room for a chunk goes out at once", maxBytes: 1 << 20, linger: time.Hour, joinSamples: 160, scrapes: []int{100, 50}, messages: 1},
+		// Two scrapes of 100 under a cap of 150: the second fills the
+		// first message, its rest opens the next.
+		{name: "a scrape fills the open message and opens the next", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 150, scrapes: []int{100, 100}, messages: 2, full: 1},
 		{name: "a scrape over the sample cap opens the next message", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 250, scrapes: []int{100, 100, 100, 100, 100}},
-		{name: "a scrape larger than the sample cap goes alone", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 50, scrapes: []int{100, 10, 100}},
+		{name: "a scrape larger than the sample cap goes alone", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 50, scrapes: []int{100, 10, 100}, messages: 3},
 		{name: "linger 0 publishes every scrape alone", maxBytes: 1 << 20, linger: 0, scrapes: []int{100, 100, 100}, messages: 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -286,7 +296,7 @@ func TestScrapesOfAPartitionShareAMessage(t *testing.T) {
 			if tc.messages > 0 && len(pub.msgs) != tc.messages {
 				t.Fatalf("%d messages, want %d", len(pub.msgs), tc.messages)
 			}
-			want, series := 0, 0
+			want, series, full := 0, 0, 0
 			for _, n := range tc.scrapes {
 				want += n
 			}
@@ -302,10 +312,17 @@ func TestScrapesOfAPartitionShareAMessage(t *testing.T) {
 				if c, _ := bus.Count(m.Header); c != n {
 					t.Errorf("count header %d, payload holds %d", c, n)
 				}
-				if tc.joinSamples > 0 && n > max(tc.joinSamples, 100) {
+				// Only a scrape larger than the cap goes over it, alone.
+				if tc.joinSamples > 0 && n > tc.joinSamples && !slices.Contains(tc.scrapes, n) {
 					t.Errorf("message of %d samples, over the cap of %d", n, tc.joinSamples)
 				}
+				if n > tc.joinSamples*7/8 {
+					full++
+				}
 				series += n
+			}
+			if full < tc.full {
+				t.Errorf("%d messages filled to within a chunk of the cap of %d samples, want %d", full, tc.joinSamples, tc.full)
 			}
 			if series != want {
 				t.Errorf("%d series published, want %d", series, want)
@@ -400,7 +417,7 @@ func TestAWaitingScrapeHoldsNoBuilder(t *testing.T) {
 	}{
 		{name: "joined, full message", maxBytes: size + 1, linger: time.Hour},
 		{name: "alone", maxBytes: 1 << 20, linger: 0},
-		{name: "a large scrape's full chunks", maxBytes: size / 3, linger: time.Hour},
+		{name: "a large scrape's full messages", maxBytes: size / 3, linger: 10 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pub := &gatedPublisher{started: make(chan struct{}), release: make(chan struct{})}
