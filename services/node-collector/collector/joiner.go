@@ -138,13 +138,13 @@ func (s *sink) isFull(om *openMessage) bool {
 }
 
 // publishAlone publishes a scrape in messages of its own, in order: its
-// chunks joined up to maxMessageBytes. The first failure counts the rest
-// of the scrape as dropped.
+// chunks joined up to each that ends a message (cut by the appender at
+// maxMessageBytes). The first failure counts the rest of the scrape as
+// dropped.
 func (s *sink) publishAlone(partition int, key string, chunks []chunk) error {
 	for len(chunks) > 0 {
-		n, size := 1, chunks[0].size
-		for n < len(chunks) && size+chunks[n].size <= s.maxMessageBytes {
-			size += chunks[n].size
+		n := 1
+		for n < len(chunks) && !chunks[n-1].endsMessage {
 			n++
 		}
 		om := &openMessage{key: key, scrapes: 1, done: make(chan struct{})}

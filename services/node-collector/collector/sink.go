@@ -119,6 +119,8 @@ type chunk struct {
 	size    int     // uncompressed
 	buf     *[]byte // pooled backing of payload
 	large   bool    // buf is of largePayloads
+	// endsMessage: the last chunk of a message of a scrape going alone.
+	endsMessage bool
 }
 
 // recycle gives a chunk's buffer back once nothing refers to its payload:
@@ -143,6 +145,9 @@ type appender struct {
 	chunks  []chunk
 	samples int
 	stale   int
+	// openSize is the uncompressed size of the chunks cut since the last
+	// one that ends a message of a scrape going alone.
+	openSize int
 }
 
 // Append implements storage.AppenderV2.
@@ -162,11 +167,13 @@ func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, v
 		}
 	}
 	a.samples++
-	if a.samples > a.sink.joinSamples {
-		// The scrape goes alone: chunks of a message's size, as few
-		// buffers as can be.
-		if a.b.Len() >= a.sink.maxMessageBytes {
+	if a.goesAlone() {
+		// Messages of maxMessageBytes (and the series that crosses the
+		// line), in as few chunks as can be.
+		if a.openSize+a.b.Len() >= a.sink.maxMessageBytes {
 			a.cut()
+			a.chunks[len(a.chunks)-1].endsMessage = true
+			a.openSize = 0
 		}
 	} else if a.b.Len() >= a.sink.chunkBytes || a.b.Samples() >= a.sink.chunkSamples {
 		a.cut()
@@ -184,7 +191,7 @@ func (a *appender) cut() {
 	if a.buffered() == 0 {
 		return
 	}
-	large := a.samples > a.sink.joinSamples
+	large := a.goesAlone()
 	pool := &a.sink.payloads
 	if large {
 		pool = &a.sink.largePayloads
@@ -197,7 +204,14 @@ func (a *appender) cut() {
 		buf:     buf,
 		large:   large,
 	})
+	a.openSize += a.b.Len()
 	a.b.Reset()
+}
+
+// goesAlone tells a scrape published in messages of its own: one of more
+// than joinSamples, or any when scrapes do not share messages (linger 0).
+func (a *appender) goesAlone() bool {
+	return a.sink.linger == 0 || a.samples > a.sink.joinSamples
 }
 
 // buffered is the number of series appended since the last cut.
@@ -226,7 +240,6 @@ func (a *appender) release() {
 // samples joins its partition's open messages, chunk by chunk (joiner.go);
 // a larger one goes alone, in messages of its own.
 func (a *appender) Commit() error {
-	defer a.release()
 	m := a.sink.metrics
 	m.samplesAppended.Add(float64(a.samples))
 	m.staleMarkers.Add(float64(a.stale))
@@ -237,12 +250,8 @@ func (a *appender) Commit() error {
 	}
 	start := time.Now()
 	partition := bus.Partition(a.key, a.sink.partitions)
-	samples := 0
-	for _, c := range a.chunks {
-		samples += c.samples
-	}
 	var err error
-	if a.sink.linger == 0 || samples > a.sink.joinSamples {
+	if a.goesAlone() {
 		err = a.sink.publishAlone(partition, a.key, a.chunks)
 	} else {
 		err = a.sink.join(partition, a.key, a.chunks)

@@ -134,6 +134,7 @@ func TestCommitPublishesOneMessagePerScrape(t *testing.T) {
 }
 
 func TestLargeScrapeIsSplit(t *testing.T) {
+	seriesSize := 2 * scrapeSize(t, 1) // the longest series of appendN, with room to spare
 	pub := &recordingPublisher{}
 	s, _ := newTestSink(t, pub, 64<<10)
 	app := s.AppenderV2(context.Background())
@@ -146,8 +147,9 @@ func TestLargeScrapeIsSplit(t *testing.T) {
 	}
 	total := 0
 	for _, m := range pub.msgs {
-		if body, err := s2.Decode(nil, m.Data); err != nil || len(body) > 64<<10 {
-			t.Errorf("message of %d bytes (%v), over the 64 KiB allowed", len(body), err)
+		// A chunk is cut once it reaches the limit: one series more.
+		if body, err := s2.Decode(nil, m.Data); err != nil || len(body) > 64<<10+seriesSize {
+			t.Errorf("message of %d bytes (%v), over the 64 KiB allowed and one series", len(body), err)
 		}
 		total += len(decodeMsg(t, m).Timeseries)
 		n, _ := bus.Count(m.Header)
