@@ -33,6 +33,11 @@ const (
 	// without a trace; a writer that sees a gap in these numbers counts
 	// what it lost that way.
 	HeaderPartitionSeq = "Ws-Partition-Seq"
+	// HeaderChunks lists the chunks a metrics message was filled with
+	// (remotewrite.FormatChunkTable), so that a writer can cut a message
+	// larger than one of its requests where two chunks met. A message
+	// without it is one chunk.
+	HeaderChunks = "Ws-Chunks"
 )
 
 // EncodingPRW1Snappy is a Prometheus remote-write 1.0 WriteRequest, snappy

@@ -10,7 +10,6 @@ import (
 
 	"github.com/grafana/dskit/backoff"
 	"github.com/grafana/dskit/services"
-	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -260,11 +259,17 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 // took k (or refused it for good) and k is acked. While k is on its way,
 // the next messages of the same pull are joined into k+1, so that joining
 // and acknowledging do not add to each request's round trip.
+//
+// A message may hold more items than a request may (a collector's message
+// filled with chunks of scrapes, named in its Ws-Chunks header): it is
+// cut into its chunks, and requests are made of chunks. A request acks the
+// last message whose last chunk it holds; one that holds only the first
+// chunks of a message acks nothing, the next one does.
 type partitionWriter struct {
 	w         *Writer
 	partition int
-	pending   []jetstream.Msg
-	items     int // in the pending messages, from Ws-Count
+	pending   []pendingPart
+	items     int // in the pending parts
 	bytes     int // uncompressed
 	tenant    string
 	inFlight  *request // nil when no request is on its way
@@ -276,11 +281,25 @@ type partitionWriter struct {
 	// resending is set while an in-doubt message is added: a backend
 	// that refuses it as out of order or duplicate held it already.
 	resending bool
+	parts     []remotewrite.Part // scratch of add
+}
+
+// pendingPart is a message, or one chunk of it, waiting for its request.
+type pendingPart struct {
+	msg  jetstream.Msg
+	part remotewrite.Part
+	// last: the message's last part, so the request holding it acks it.
+	last bool
 }
 
 // request is one joined request of a partition on its way.
 type request struct {
+	// msgs are the messages it holds parts of, for InProgress; ack is
+	// the last of them it holds entirely (nil for none), and acked how
+	// many messages that settles.
 	msgs      []jetstream.Msg
+	ack       jetstream.Msg
+	acked     int
 	items     int
 	tenant    string
 	joiner    *remotewrite.Joiner
@@ -297,8 +316,8 @@ func alreadyHeld(reason string) bool {
 	return reason == "out_of_order" || reason == "duplicate_timestamp"
 }
 
-// add takes the next message of the partition, sending what is pending
-// first when this message would not fit the same request.
+// add takes the next message of the partition, part by part, sending what
+// is pending first when a part would not fit the same request.
 func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 	h := msg.Headers()
 	p.checkGap(msg)
@@ -308,20 +327,38 @@ func (p *partitionWriter) add(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	tenant := h.Get(bus.HeaderTenant)
-	size, err := s2.DecodedLen(msg.Data())
+	parts, err := remotewrite.SplitBlock(p.parts[:0], msg.Data(), h.Get(bus.HeaderChunks), count)
+	if err != nil && !errors.Is(err, remotewrite.ErrNotSnappy) {
+		// The payload may be sound: it goes whole, in a request of its own
+		// size, rather than not at all.
+		p.w.logBadChunksOnce(msg, err)
+		parts, err = remotewrite.SplitBlock(p.parts[:0], msg.Data(), "", count)
+	}
 	if err != nil {
 		p.reject(msg, count, "corrupt_payload", fmt.Errorf("payload is not snappy: %w", err))
 		return nil
 	}
-	q := p.w.cfg.Queue
+	p.parts = parts
 	inDoubt := p.isInDoubt(msg)
-	if len(p.pending) > 0 && (inDoubt || tenant != p.tenant || over(p.items+count, q.MaxItemsPerSend) || over(p.bytes+size, q.MaxBytesPerSend)) {
+	for i, part := range parts {
+		if err := p.addPart(ctx, pendingPart{msg: msg, part: part, last: i == len(parts)-1}, tenant, inDoubt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addPart adds one part of a message to the pending request.
+func (p *partitionWriter) addPart(ctx context.Context, pp pendingPart, tenant string, inDoubt bool) error {
+	q := p.w.cfg.Queue
+	items, size := pp.part.Items, pp.part.Decoded
+	if len(p.pending) > 0 && (inDoubt || tenant != p.tenant || over(p.items+items, q.MaxItemsPerSend) || over(p.bytes+size, q.MaxBytesPerSend)) {
 		if err := p.flush(ctx); err != nil {
 			return err
 		}
 	}
-	p.pending = append(p.pending, msg)
-	p.items += count
+	p.pending = append(p.pending, pp)
+	p.items += items
 	p.bytes += size
 	p.tenant = tenant
 	if inDoubt {
@@ -383,27 +420,38 @@ func (p *partitionWriter) flush(ctx context.Context) error {
 	if len(p.pending) == 0 {
 		return nil
 	}
-	msgs, items := p.pending, p.items
 	j := p.w.joiners.get()
-	kept := msgs[:0:0]
-	for _, m := range msgs {
-		if err := j.Add(m.Data()); err != nil {
-			n, _ := bus.Count(m.Headers())
-			items -= n
-			p.reject(m, n, "corrupt_payload", err)
+	r := &request{tenant: p.tenant, joiner: j, resending: p.resending, done: make(chan struct{})}
+	kept := 0
+	for _, pp := range p.pending {
+		if n := len(r.msgs); n == 0 || r.msgs[n-1] != pp.msg {
+			r.msgs = append(r.msgs, pp.msg)
+		}
+		if pp.last {
+			r.ack = pp.msg
+			r.acked++
+		}
+		if err := j.AddPart(pp.part); err != nil {
+			// Acked with the others: it can never be sent.
+			p.w.metrics.itemsRejected.WithLabelValues("corrupt_payload").Add(float64(pp.part.Items))
+			p.w.logger.Error("message rejected", "subject", pp.msg.Subject(), "reason", "corrupt_payload", "err", err)
 			continue
 		}
-		kept = append(kept, m)
+		r.items += pp.part.Items
+		kept++
 	}
 	if err := p.wait(); err != nil {
 		return err
 	}
+	clear(p.pending) // let go of the messages
 	p.pending, p.items, p.bytes = p.pending[:0], 0, 0
-	if len(kept) == 0 {
+	if kept == 0 {
 		p.w.joiners.put(j)
+		if r.ack != nil {
+			p.ackAll(ctx, r)
+		}
 		return nil
 	}
-	r := &request{msgs: kept, items: items, tenant: p.tenant, joiner: j, resending: p.resending, done: make(chan struct{})}
 	p.inFlight = r
 	go func() {
 		defer close(r.done)
@@ -488,7 +536,9 @@ func (p *partitionWriter) send(ctx context.Context, r *request) error {
 	default:
 		return err // ctx ended: the messages stay unacked
 	}
-	p.ackAll(ctx, msgs)
+	if r.ack != nil {
+		p.ackAll(ctx, r)
+	}
 	return nil
 }
 
@@ -548,19 +598,19 @@ func waitRetry(ctx context.Context, bo *backoff.Backoff, se *SendError) bool {
 	return bo.Ongoing()
 }
 
-// ackAll acks a request's messages: with AckAll, its last message. The
-// ack waits for the server's answer, so that a replica giving the
-// partition up has its acks stored before the next owner looks at the
-// ack floor.
-func (p *partitionWriter) ackAll(ctx context.Context, msgs []jetstream.Msg) {
+// ackAll acks the messages a request settled: with AckAll, the last one
+// it holds entirely. The ack waits for the server's answer, so that a
+// replica giving the partition up has its acks stored before the next
+// owner looks at the ack floor.
+func (p *partitionWriter) ackAll(ctx context.Context, r *request) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.w.cfg.Queue.AckWait/2)
 	defer cancel()
-	if err := msgs[len(msgs)-1].DoubleAck(actx); err != nil {
+	if err := r.ack.DoubleAck(actx); err != nil {
 		// A lost ack means a redelivery; the backend takes the same
 		// samples again as duplicates, which it tolerates.
 		p.w.logger.Warn("ack failed", "err", err)
 	}
-	p.w.metrics.messagesAcked.Add(float64(len(msgs)))
+	p.w.metrics.messagesAcked.Add(float64(r.acked))
 }
 
 // reject acks a message the writer can never send, and counts why.
@@ -569,6 +619,15 @@ func (p *partitionWriter) reject(msg jetstream.Msg, items int, reason string, er
 	p.w.metrics.messagesAcked.Inc()
 	p.w.logger.Error("message rejected", "subject", msg.Subject(), "reason", reason, "err", err)
 	_ = msg.Term()
+}
+
+// logBadChunksOnce logs, the first time, a message whose chunk table does
+// not fit its payload: it is sent whole.
+func (w *Writer) logBadChunksOnce(msg jetstream.Msg, err error) {
+	if _, seen := w.metrics.loggedReasons.LoadOrStore("bad_chunk_table", true); !seen {
+		w.logger.Warn("a message's chunk table does not fit its payload, so it is sent whole; further such messages are not logged",
+			"subject", msg.Subject(), "header", bus.HeaderChunks, "err", err)
+	}
 }
 
 // logRejectOnce logs the backend's message the first time a reason occurs.

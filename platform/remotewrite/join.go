@@ -53,14 +53,23 @@ func (b *Blocks) Reset() {
 // process is decoded first (Joiner.Add does).
 func (b *Blocks) Append(block []byte) error {
 	n, header := binary.Uvarint(block)
-	if header <= 0 || n > math.MaxUint32 || b.size+n > math.MaxUint32 {
+	if header <= 0 || n > math.MaxUint32 {
 		return fmt.Errorf("%w: bad length header", ErrNotSnappy)
 	}
-	if len(b.buf) == 0 {
-		b.buf = slices.Grow(b.buf, lengthRoom+len(block))[:lengthRoom]
+	return b.AppendElements(block[header:], int(n))
+}
+
+// AppendElements adds the elements of a snappy block without its length
+// header (a Part), which decode to decoded bytes.
+func (b *Blocks) AppendElements(elements []byte, decoded int) error {
+	if decoded < 0 || b.size+uint64(decoded) > math.MaxUint32 {
+		return fmt.Errorf("%w: joined block over 4 GiB", ErrNotSnappy)
 	}
-	b.buf = append(b.buf, block[header:]...)
-	b.size += n
+	if len(b.buf) == 0 {
+		b.buf = slices.Grow(b.buf, lengthRoom+len(elements))[:lengthRoom]
+	}
+	b.buf = append(b.buf, elements...)
+	b.size += uint64(decoded)
 	return nil
 }
 
@@ -86,9 +95,10 @@ func (b *Blocks) Bytes() []byte {
 // request; the compressed request is the payloads joined as they came
 // (Blocks), not compressed again.
 type Joiner struct {
-	raw    []byte   // the joined request, uncompressed
-	parts  [][]byte // the payloads, kept until Reset
-	blocks Blocks   // the compressed request, joined from parts by Compressed
+	raw     []byte // the joined request, uncompressed
+	parts   []Part // the payloads' elements, kept until Reset
+	blocks  Blocks // the compressed request, joined from parts by Compressed
+	scratch []byte // a part behind its length header, to decode it
 }
 
 // Reset starts a new request and lets go of the payloads.
@@ -105,16 +115,37 @@ func (j *Joiner) Reset() {
 // so a writer that sends the request uncompressed (Tempo's) never does.
 func (j *Joiner) Add(payload []byte) error {
 	n, header := binary.Uvarint(payload)
-	start := len(j.raw)
-	if header <= 0 || n > math.MaxInt32 || uint64(start)+n > math.MaxUint32 {
+	if header <= 0 || n > math.MaxInt32 {
 		return fmt.Errorf("%w: bad length header", ErrNotSnappy)
 	}
-	j.raw = slices.Grow(j.raw, int(n))[:start+int(n)]
-	if _, err := s2.Decode(j.raw[start:], payload); err != nil {
+	return j.add(payload, Part{Elements: payload[header:], Decoded: int(n)})
+}
+
+// AddPart decodes one part of a joined block (SplitBlock) and appends it
+// to the request; like Add, it keeps the part's elements until Reset.
+func (j *Joiner) AddPart(p Part) error {
+	if p.Decoded < 0 || p.Decoded > math.MaxInt32 {
+		return fmt.Errorf("%w: part of %d bytes", ErrNotSnappy, p.Decoded)
+	}
+	// The decoder reads a block: the elements behind their length. The
+	// copy is of compressed bytes, a fraction of what decoding writes.
+	j.scratch = binary.AppendUvarint(j.scratch[:0], uint64(p.Decoded))
+	j.scratch = append(j.scratch, p.Elements...)
+	return j.add(j.scratch, p)
+}
+
+// add decodes block, which holds p, behind the request so far.
+func (j *Joiner) add(block []byte, p Part) error {
+	start := len(j.raw)
+	if uint64(start)+uint64(p.Decoded) > math.MaxUint32 {
+		return fmt.Errorf("%w: joined request over 4 GiB", ErrNotSnappy)
+	}
+	j.raw = slices.Grow(j.raw, p.Decoded)[:start+p.Decoded]
+	if _, err := s2.Decode(j.raw[start:], block); err != nil {
 		j.raw = j.raw[:start]
 		return fmt.Errorf("%w: %w", ErrNotSnappy, err)
 	}
-	j.parts = append(j.parts, payload)
+	j.parts = append(j.parts, p)
 	return nil
 }
 
@@ -129,8 +160,8 @@ func (j *Joiner) Uncompressed() []byte { return j.raw }
 func (j *Joiner) Compressed() []byte {
 	j.blocks.Reset()
 	for _, p := range j.parts {
-		// Add decoded it and bounded the total: its header is sound.
-		_ = j.blocks.Append(p)
+		// Add decoded it and bounded the total: its size is sound.
+		_ = j.blocks.AppendElements(p.Elements, p.Decoded)
 	}
 	return j.blocks.Bytes()
 }

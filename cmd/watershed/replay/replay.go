@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
@@ -235,11 +234,12 @@ type replayer struct {
 	mu sync.Mutex
 
 	joiner  remotewrite.Joiner
-	pending int    // messages joined, not delivered
+	pending int    // messages (or their chunks) joined, not delivered
 	items   int    // in the pending messages
 	bytes   int    // uncompressed, pending
 	tenant  string // of the pending messages
-	lastSeq uint64 // of the last pending message
+	lastSeq uint64 // of the last message joined whole
+	parts   []remotewrite.Part
 }
 
 func (r *replayer) finish() *Summary {
@@ -298,11 +298,15 @@ func (r *replayer) add(ctx context.Context, msg jetstream.Msg, seq uint64) error
 		r.sum.Skipped["bad_header"]++
 		return nil
 	}
-	size, err := s2.DecodedLen(msg.Data())
+	parts, err := remotewrite.SplitBlock(r.parts[:0], msg.Data(), h.Get(bus.HeaderChunks), count)
+	if err != nil && !errors.Is(err, remotewrite.ErrNotSnappy) {
+		parts, err = remotewrite.SplitBlock(r.parts[:0], msg.Data(), "", count) // sent whole, as the writer does
+	}
 	if err != nil {
 		r.sum.Skipped["corrupt_payload"] += count
 		return nil
 	}
+	r.parts = parts
 	tenant := h.Get(bus.HeaderTenant)
 	if r.o.Tenant != "" {
 		tenant = r.o.Tenant
@@ -313,26 +317,33 @@ func (r *replayer) add(ctx context.Context, msg jetstream.Msg, seq uint64) error
 	r.sum.Bytes += len(msg.Data())
 	r.mu.Unlock()
 	q := r.tg.queue
-	if r.pending > 0 && (tenant != r.tenant || over(r.items+count, q.MaxItemsPerSend) || over(r.bytes+size, q.MaxBytesPerSend)) {
-		if err := r.flush(ctx); err != nil {
-			return err
+	// A message larger than a request (filled with chunks by a collector)
+	// is cut where its chunks met, as the writer cuts it.
+	for i, part := range parts {
+		if r.pending > 0 && (tenant != r.tenant || over(r.items+part.Items, q.MaxItemsPerSend) || over(r.bytes+part.Decoded, q.MaxBytesPerSend)) {
+			if err := r.flush(ctx); err != nil {
+				return err
+			}
+		}
+		if r.pending == 0 {
+			r.joiner.Reset()
+		}
+		if err := r.joiner.AddPart(part); err != nil {
+			r.mu.Lock()
+			r.sum.Skipped["corrupt_payload"] += part.Items
+			r.sum.Items -= part.Items
+			r.mu.Unlock()
+		} else {
+			r.pending++
+			r.items += part.Items
+			r.bytes += part.Decoded
+			r.tenant = tenant
+		}
+		if i == len(parts)-1 {
+			// Resuming starts after the last message delivered whole.
+			r.lastSeq = seq
 		}
 	}
-	if r.pending == 0 {
-		r.joiner.Reset()
-	}
-	if err := r.joiner.Add(msg.Data()); err != nil {
-		r.mu.Lock()
-		r.sum.Skipped["corrupt_payload"] += count
-		r.sum.Items -= count
-		r.mu.Unlock()
-		return nil
-	}
-	r.pending++
-	r.items += count
-	r.bytes += size
-	r.tenant = tenant
-	r.lastSeq = seq
 	return nil
 }
 

@@ -30,8 +30,9 @@ type Config struct {
 	// PublishTimeout bounds how long one scrape may wait for the bus before
 	// its samples are counted as dropped.
 	PublishTimeout time.Duration
-	// JoinSamples: scrapes stop sharing a bus message that holds this many
-	// samples; the writer's maxSamplesPerSend, as it cannot split one.
+	// JoinSamples is the writer's maxSamplesPerSend: scrapes are cut in
+	// chunks of an eighth of it, where the writer may cut a message into
+	// requests, and a scrape of more goes alone.
 	JoinSamples int
 	// FlushTimeout bounds how long shutdown waits for scrapes in flight.
 	FlushTimeout time.Duration

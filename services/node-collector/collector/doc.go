@@ -6,7 +6,8 @@
 // from the appended samples, on the raw stream under the target's
 // partition. The scrapes of one partition finished within
 // metrics.batchLinger share bus messages, filled chunk by chunk up to
-// nats.maxMessageBytes and the writer's maxSamplesPerSend (joiner.go); a
-// scrape larger than maxSamplesPerSend goes alone, split into messages of
-// up to nats.maxMessageBytes.
+// nats.maxMessageBytes, with a table of the chunks in the Ws-Chunks header
+// that the writer cuts them into requests of maxSamplesPerSend by
+// (joiner.go); a scrape larger than maxSamplesPerSend goes alone, split
+// into messages of up to nats.maxMessageBytes.
 package collector

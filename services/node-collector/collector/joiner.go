@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"sync"
 	"time"
 
+	"github.com/watershed-dev/watershed/platform/bus"
 	"github.com/watershed-dev/watershed/platform/remotewrite"
 )
 
@@ -22,20 +22,24 @@ import (
 // second plus one per full message, however many targets there are.
 //
 // A scrape is cut into chunks of an eighth of the limits (maxMessageBytes,
-// joinSamples), each compressed on its own, and its chunks join the open
-// message in order; a chunk without room sends the open message out and
-// opens the next, so one scrape may span two messages. A message goes out
-// once it cannot take another chunk: messages fill to within an eighth of
-// their limits. Joining whole scrapes instead, two scrapes of 1,005 samples
-// never shared a message under the default joinSamples of 2,000, and at 200
-// targets of 1,000 series every scrape was a message of its own.
+// and joinSamples, the writer's maxSamplesPerSend), each compressed on its
+// own, and its chunks join the open message in order; a chunk without room
+// sends the open message out and opens the next, so one scrape may span
+// two messages. A message goes out once it cannot take another chunk:
+// messages fill to within an eighth of maxMessageBytes.
 //
-// joinSamples is there because the writer cannot split a message, so a
-// message larger than one of its requests
-// (externalServices.prometheus.queue.maxSamplesPerSend) would make its
-// requests larger than configured, and its buffers with them. A scrape of
-// more than joinSamples goes alone, in messages of up to maxMessageBytes:
-// cut to the limit, it would make many messages of one scrape.
+// A message may hold many times maxSamplesPerSend: it names its chunks in
+// its Ws-Chunks header, and the writer cuts it into requests where chunks
+// met (remotewrite.SplitBlock), so its requests stay within
+// maxSamplesPerSend. Capping messages at maxSamplesPerSend instead, at 200
+// targets of 1,000 series a message held one or two scrapes, and the bus
+// carried twice the messages the linger alone would make.
+//
+// A scrape of more than joinSamples goes alone, in messages of up to
+// maxMessageBytes whose chunks are cut at that size, as before messages
+// were cut: the writer sends each such chunk as one request, larger than
+// maxSamplesPerSend (cutting it in chunks of maxSamplesPerSend is possible
+// now, at the cost of more, smaller requests; not measured yet).
 
 // Order: a target's scrapes all go to its partition, and its scrape loop
 // waits in Commit until the messages holding a scrape are stored before it
@@ -52,6 +56,7 @@ import (
 // openMessage is a bus message of one partition still taking scrapes.
 type openMessage struct {
 	body    *remotewrite.Blocks // scrapes' compressed WriteRequests: protobuf joins repeated fields by concatenation
+	chunks  []remotewrite.Chunk // of body, in order: its Ws-Chunks header
 	key     string              // partition key of the first scrape
 	samples int
 	scrapes int
@@ -76,7 +81,7 @@ func (s *sink) join(partition int, key string, chunks []chunk) error {
 	j.mu.Lock()
 	for _, c := range chunks {
 		om := j.open
-		if om != nil && !s.hasRoom(om, c.samples, c.size) {
+		if om != nil && !s.hasRoom(om, c.size) {
 			// The open message goes now; this chunk opens the next.
 			j.open = nil
 			om.timer.Stop()
@@ -89,7 +94,7 @@ func (s *sink) join(partition int, key string, chunks []chunk) error {
 			j.open = om
 			om.timer = time.AfterFunc(s.linger, func() { s.lingerEnded(partition, om) })
 		}
-		if err := om.body.Append(c.payload); err != nil {
+		if err := om.appendChunk(c); err != nil {
 			// Not a block the encoder makes: the chunk goes, not the message.
 			s.metrics.samplesDropped.WithLabelValues(reasonEncodeFailed).Add(float64(c.samples))
 			errs = append(errs, fmt.Errorf("join a scrape to the message of partition %d: %w", partition, err))
@@ -125,16 +130,31 @@ func (s *sink) join(partition int, key string, chunks []chunk) error {
 	return errors.Join(errs...)
 }
 
-// hasRoom tells whether om can take samples more, of size bytes
-// uncompressed. om never holds more than joinSamples.
-func (s *sink) hasRoom(om *openMessage, samples, size int) bool {
-	return samples <= s.joinSamples-om.samples && om.body.Len()+size <= s.maxMessageBytes
+// maxChunksPerMessage bounds a message's chunk table (about 20 bytes a
+// chunk in its header): scrapes of a few series are a chunk each.
+const maxChunksPerMessage = 256
+
+// appendChunk joins a chunk's block to the message and its table.
+func (om *openMessage) appendChunk(c chunk) error {
+	entry, err := remotewrite.ChunkOf(c.payload, c.samples)
+	if err != nil {
+		return err
+	}
+	if err := om.body.Append(c.payload); err != nil {
+		return err
+	}
+	om.chunks = append(om.chunks, entry)
+	return nil
+}
+
+// hasRoom tells whether om can take a chunk of size bytes uncompressed.
+func (s *sink) hasRoom(om *openMessage, size int) bool {
+	return om.body.Len()+size <= s.maxMessageBytes && len(om.chunks) < maxChunksPerMessage
 }
 
 // isFull tells whether om has no room for a chunk of the largest size.
 func (s *sink) isFull(om *openMessage) bool {
-	return om.body.Len()+s.chunkBytes > s.maxMessageBytes ||
-		(s.chunkSamples < math.MaxInt && s.chunkSamples > s.joinSamples-om.samples)
+	return om.body.Len()+s.chunkBytes > s.maxMessageBytes || len(om.chunks) >= maxChunksPerMessage
 }
 
 // publishAlone publishes a scrape in messages of its own, in order: its
@@ -178,7 +198,7 @@ func (s *sink) publishJoinedChunks(partition int, om *openMessage, chunks []chun
 		om.samples += c.samples
 	}
 	for _, c := range chunks {
-		if err := om.body.Append(c.payload); err != nil {
+		if err := om.appendChunk(c); err != nil {
 			s.bodies.Put(om.body)
 			s.metrics.samplesDropped.WithLabelValues(reasonEncodeFailed).Add(float64(om.samples))
 			close(om.done)
@@ -213,7 +233,7 @@ func (s *sink) publishJoined(partition int, om *openMessage) {
 	if s.publish(partition, om, om.body.Bytes()) {
 		s.bodies.Put(om.body)
 	}
-	om.body = nil
+	om.body, om.chunks = nil, nil
 }
 
 // publish publishes a message's compressed payload, counts what it held,
@@ -225,7 +245,11 @@ func (s *sink) publish(partition int, om *openMessage, payload []byte) (acked bo
 	c := chunk{payload: payload, samples: om.samples}
 	ctx, cancel := context.WithTimeout(s.ctx, s.publishTimeout)
 	defer cancel()
-	if _, err := s.pub.Publish(ctx, s.message(partition, om.key, c)); err != nil {
+	msg := s.message(partition, om.key, c)
+	if len(om.chunks) > 1 {
+		msg.Header.Set(bus.HeaderChunks, remotewrite.FormatChunkTable(om.chunks))
+	}
+	if _, err := s.pub.Publish(ctx, msg); err != nil {
 		m.samplesDropped.WithLabelValues(reasonPublishFailed).Add(float64(om.samples))
 		om.err = fmt.Errorf("publish message of %d scrapes on partition %d: %w", om.scrapes, partition, err)
 		return false

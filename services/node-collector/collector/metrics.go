@@ -44,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		messages: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_collector_messages_published_total",
-			Help: "Bus messages published: the scrapes of a partition finished within metrics.batchLinger fill them in chunks, so a scrape may span two; a scrape over maxSamplesPerSend goes alone, split at nats.maxMessageBytes.",
+			Help: "Bus messages published: the scrapes of a partition finished within metrics.batchLinger fill them in chunks up to nats.maxMessageBytes, so a scrape may span two; a scrape over maxSamplesPerSend goes alone, split at nats.maxMessageBytes.",
 		}),
 		scrapesPerMessage: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "watershed_collector_scrapes_per_message",

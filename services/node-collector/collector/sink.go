@@ -64,8 +64,8 @@ type sinkConfig struct {
 	source          string
 	publishTimeout  time.Duration
 	linger          time.Duration // metrics.batchLinger
-	// joinSamples: scrapes stop joining a message that holds this many
-	// samples (the writer's maxSamplesPerSend).
+	// joinSamples is the writer's maxSamplesPerSend: chunks are an eighth
+	// of it, and a scrape of more goes alone.
 	joinSamples int
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/watershed-dev/watershed/platform/bus"
+	"github.com/watershed-dev/watershed/platform/remotewrite"
 )
 
 // recordingPublisher is a fake of the sink's one-method publisher.
@@ -255,19 +255,42 @@ func commitConcurrently(t *testing.T, s *sink, sizes ...int) []error {
 	return errs
 }
 
+// checkChunkTable checks that a message's Ws-Chunks table cuts it into
+// chunks the writer can make requests of: each holds at most an eighth of
+// joinSamples (the writer's maxSamplesPerSend), unless the message is of
+// a scrape larger than joinSamples, which goes alone.
+func checkChunkTable(t *testing.T, m *nats.Msg, joinSamples, samples int) {
+	t.Helper()
+	table := m.Header.Get(bus.HeaderChunks)
+	parts, err := remotewrite.SplitBlock(nil, m.Data, table, samples)
+	if err != nil {
+		t.Fatalf("message of %d samples with chunk table %q: %v", samples, table, err)
+	}
+	if joinSamples == 0 || samples > joinSamples {
+		return // a scrape going alone
+	}
+	limit := (joinSamples + chunksPerMessage - 1) / chunksPerMessage
+	for i, p := range parts {
+		if p.Items > limit {
+			t.Errorf("chunk %d of a message holds %d samples, over an eighth of %d", i, p.Items, joinSamples)
+		}
+	}
+}
+
 func TestScrapesOfAPartitionShareAMessage(t *testing.T) {
 	size := scrapeSize(t, 100)
 	for _, tc := range []struct {
 		name     string
 		maxBytes int
 		linger   time.Duration
-		// joinSamples caps the samples of a message, 0 for no cap.
+		// joinSamples (the writer's maxSamplesPerSend) sizes the chunks,
+		// an eighth of it, and sends larger scrapes alone; 0 for neither.
 		joinSamples int
 		scrapes     []int
 		// messages is the number of bus messages expected, 0 for "any".
 		messages int
-		// full is how many messages hold over 7/8 of joinSamples: filled
-		// to within a chunk.
+		// full is how many messages hold over 7/8 of maxBytes: filled to
+		// within a chunk.
 		full int
 	}{
 		// The third scrape fills the message: it goes out at once, long
@@ -277,13 +300,13 @@ func TestScrapesOfAPartitionShareAMessage(t *testing.T) {
 		// Whatever the interleaving, no message exceeds maxBytes and every
 		// series arrives once.
 		{name: "a scrape without room opens the next message", maxBytes: 2*size + 1, linger: 5 * time.Millisecond, scrapes: []int{100, 100, 100, 100, 100}},
-		{name: "a message full of samples goes out at once", maxBytes: 1 << 20, linger: time.Hour, joinSamples: 200, scrapes: []int{100, 100}, messages: 1},
-		// 150 samples take no chunk of ceil(160/8) more.
-		{name: "a message without room for a chunk goes out at once", maxBytes: 1 << 20, linger: time.Hour, joinSamples: 160, scrapes: []int{100, 50}, messages: 1},
-		// Two scrapes of 100 under a cap of 150: the second fills the
-		// first message, its rest opens the next.
-		{name: "a scrape fills the open message and opens the next", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 150, scrapes: []int{100, 100}, messages: 2, full: 1},
-		{name: "a scrape over the sample cap opens the next message", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 250, scrapes: []int{100, 100, 100, 100, 100}},
+		// Three times maxSamplesPerSend in one message: the writer cuts
+		// it into requests at its chunks (checked below).
+		{name: "a message is not capped at maxSamplesPerSend", maxBytes: 3 * size, linger: time.Hour, joinSamples: 100, scrapes: []int{100, 100, 100}, messages: 1, full: 1},
+		// The second scrape fills the first message to maxBytes, its rest
+		// opens the next.
+		{name: "a scrape fills the open message and opens the next", maxBytes: 3 * size / 2, linger: 50 * time.Millisecond, joinSamples: 100, scrapes: []int{100, 100}, messages: 2, full: 1},
+		{name: "scrapes of many sizes", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 250, scrapes: []int{100, 7, 100, 31, 100}},
 		{name: "a scrape larger than the sample cap goes alone", maxBytes: 1 << 20, linger: 5 * time.Millisecond, joinSamples: 50, scrapes: []int{100, 10, 100}, messages: 3},
 		{name: "linger 0 publishes every scrape alone", maxBytes: 1 << 20, linger: 0, scrapes: []int{100, 100, 100}, messages: 3},
 	} {
@@ -314,17 +337,14 @@ func TestScrapesOfAPartitionShareAMessage(t *testing.T) {
 				if c, _ := bus.Count(m.Header); c != n {
 					t.Errorf("count header %d, payload holds %d", c, n)
 				}
-				// Only a scrape larger than the cap goes over it, alone.
-				if tc.joinSamples > 0 && n > tc.joinSamples && !slices.Contains(tc.scrapes, n) {
-					t.Errorf("message of %d samples, over the cap of %d", n, tc.joinSamples)
-				}
-				if n > tc.joinSamples*7/8 {
+				checkChunkTable(t, m, tc.joinSamples, n)
+				if len(body) > tc.maxBytes*7/8 {
 					full++
 				}
 				series += n
 			}
 			if full < tc.full {
-				t.Errorf("%d messages filled to within a chunk of the cap of %d samples, want %d", full, tc.joinSamples, tc.full)
+				t.Errorf("%d messages filled to within a chunk of %d bytes, want %d", full, tc.maxBytes, tc.full)
 			}
 			if series != want {
 				t.Errorf("%d series published, want %d", series, want)
