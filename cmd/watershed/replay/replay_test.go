@@ -254,3 +254,60 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A message filled with chunks by a collector, larger than
+// maxSamplesPerSend, is cut into requests where its chunks met, as the
+// writer cuts it; every sample arrives once.
+func TestReplayCutsMessagesAtTheirChunks(t *testing.T) {
+	natsCfg := bustest.NATSConfig(t.TempDir())
+	b := bustest.Open(t, natsCfg)
+	cfg := config.Default()
+	cfg.NATS = natsCfg
+	cfg.ExternalServices.Prometheus.Host = "http://127.0.0.1:1"
+	cfg.ExternalServices.Prometheus.Queue.MaxSamplesPerSend = 100
+	js := b.JetStream()
+	ctx := context.Background()
+	if _, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig(bus.DestinationPrometheus, cfg.ExternalServices.Prometheus.Buffer, natsCfg.DuplicateWindow)); err != nil {
+		t.Fatal(err)
+	}
+	from := time.Now()
+	for i := range 2 {
+		var bl remotewrite.Blocks
+		var table []remotewrite.Chunk
+		for c := range 3 {
+			var bld remotewrite.Builder
+			for j := range 60 {
+				bld.AppendSample(labels.FromStrings("__name__", "chunked", "c", fmt.Sprint(i, c), "j", fmt.Sprint(j)), int64(1000*i), 1, nil)
+			}
+			block := remotewrite.Compress(nil, bld.Bytes())
+			entry, err := remotewrite.ChunkOf(block, 60)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := bl.Append(block); err != nil {
+				t.Fatal(err)
+			}
+			table = append(table, entry)
+		}
+		m := nats.NewMsg(bus.DestSubject(bus.DestinationPrometheus, 0))
+		m.Data = bl.Bytes()
+		m.Header.Set(bus.HeaderCount, "180")
+		m.Header.Set(bus.HeaderChunks, remotewrite.FormatChunkTable(table))
+		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprint("chunked-", i))
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	be, url := newBackend(t)
+	sum, err := Run(ctx, js, cfg, Options{Destination: "prometheus", From: from, To: time.Now(), ToURL: url}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Six chunks of 60: no two fit a request of 100.
+	if be.samples["chunked"] != 360 || be.requests != 6 {
+		t.Errorf("backend got %v in %d requests; want 360 samples in 6", be.samples, be.requests)
+	}
+	if sum.Messages != 2 || sum.Items != 360 || sum.Sent != 360 || sum.Requests != 6 {
+		t.Errorf("summary %+v", sum)
+	}
+}
