@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -106,6 +107,9 @@ func main() {
 	if abs, err := filepath.Abs(o.services); err == nil {
 		o.services = abs
 	}
+	for _, tool := range []*string{&o.telemetrygen, &o.vmagent, &o.prometheus, &o.otelcol, &o.natsServer} {
+		*tool = findTool(*tool)
+	}
 	runSignal := run
 	switch o.signal {
 	case "logs":
@@ -125,6 +129,33 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// findTool resolves a peer's binary given by name: from PATH, else from
+// the tools cache where make installs the peers ($TOOLS_DIR/bin, by
+// default ~/.cache/watershed/tools/bin), so that a run outside make
+// finds what make tools-compare installed. A path, or a name found
+// nowhere, is returned as given (the agent's start then names it).
+func findTool(name string) string {
+	if strings.ContainsRune(name, os.PathSeparator) {
+		return name
+	}
+	if _, err := exec.LookPath(name); err == nil {
+		return name
+	}
+	dir := os.Getenv("TOOLS_DIR")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return name
+		}
+		dir = filepath.Join(home, ".cache", "watershed", "tools")
+	}
+	cached := filepath.Join(dir, "bin", name)
+	if fi, err := os.Stat(cached); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+		return cached
+	}
+	return name
 }
 
 func run(o options) error {
