@@ -433,8 +433,7 @@ func (p *partitionWriter) flush(ctx context.Context) error {
 		}
 		if err := j.AddPart(pp.part); err != nil {
 			// Acked with the others: it can never be sent.
-			p.w.metrics.itemsRejected.WithLabelValues("corrupt_payload").Add(float64(pp.part.Items))
-			p.w.logger.Error("message rejected", "subject", pp.msg.Subject(), "reason", "corrupt_payload", "err", err)
+			p.w.countRejected(pp.msg, pp.part.Items, "corrupt_payload", err)
 			continue
 		}
 		r.items += pp.part.Items
@@ -615,10 +614,15 @@ func (p *partitionWriter) ackAll(ctx context.Context, r *request) {
 
 // reject acks a message the writer can never send, and counts why.
 func (p *partitionWriter) reject(msg jetstream.Msg, items int, reason string, err error) {
-	p.w.metrics.itemsRejected.WithLabelValues(reason).Add(float64(items))
+	p.w.countRejected(msg, items, reason, err)
 	p.w.metrics.messagesAcked.Inc()
-	p.w.logger.Error("message rejected", "subject", msg.Subject(), "reason", reason, "err", err)
 	_ = msg.Term()
+}
+
+// countRejected counts and logs items of msg the writer can never send.
+func (w *Writer) countRejected(msg jetstream.Msg, items int, reason string, err error) {
+	w.metrics.itemsRejected.WithLabelValues(reason).Add(float64(items))
+	w.logger.Error("message rejected", "subject", msg.Subject(), "reason", reason, "err", err)
 }
 
 // logBadChunksOnce logs, the first time, a message whose chunk table does

@@ -59,6 +59,9 @@ type Part struct {
 	Elements []byte
 	Decoded  int
 	Items    int
+	// block is the whole block when the part is all of it (a message
+	// without a chunk table), which AddPart decodes without a copy.
+	block []byte
 }
 
 // SplitBlock cuts block, a snappy block of items, into one part per chunk
@@ -73,7 +76,7 @@ func SplitBlock(dst []Part, block []byte, table string, items int) ([]Part, erro
 		return dst, fmt.Errorf("%w: bad length header", ErrNotSnappy)
 	}
 	if table == "" {
-		return append(dst, Part{Elements: block[header:], Decoded: int(n), Items: items}), nil
+		return append(dst, Part{Elements: block[header:], Decoded: int(n), Items: items, block: block}), nil
 	}
 	start := len(dst)
 	elements := block[header:]

@@ -118,7 +118,7 @@ func (j *Joiner) Add(payload []byte) error {
 	if header <= 0 || n > math.MaxInt32 {
 		return fmt.Errorf("%w: bad length header", ErrNotSnappy)
 	}
-	return j.add(payload, Part{Elements: payload[header:], Decoded: int(n)})
+	return j.add(payload, Part{Elements: payload[header:], Decoded: int(n), block: payload})
 }
 
 // AddPart decodes one part of a joined block (SplitBlock) and appends it
@@ -126,6 +126,9 @@ func (j *Joiner) Add(payload []byte) error {
 func (j *Joiner) AddPart(p Part) error {
 	if p.Decoded < 0 || p.Decoded > math.MaxInt32 {
 		return fmt.Errorf("%w: part of %d bytes", ErrNotSnappy, p.Decoded)
+	}
+	if p.block != nil {
+		return j.add(p.block, p)
 	}
 	// The decoder reads a block: the elements behind their length. The
 	// copy is of compressed bytes, a fraction of what decoding writes.

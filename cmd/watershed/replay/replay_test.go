@@ -91,9 +91,9 @@ func phase(t *testing.T, js jetstream.JetStream, name string, n int) {
 	}
 }
 
-// setup fills a buffer with three phases and returns the window of the
-// second.
-func setup(t *testing.T) (jetstream.JetStream, *config.Config, time.Time, time.Time) {
+// newBuffer is an empty Prometheus destination stream on an embedded
+// server, and a configuration of maxSamplesPerSend 100 to replay it with.
+func newBuffer(t *testing.T) (jetstream.JetStream, *config.Config) {
 	natsCfg := bustest.NATSConfig(t.TempDir())
 	b := bustest.Open(t, natsCfg)
 	cfg := config.Default()
@@ -104,6 +104,13 @@ func setup(t *testing.T) (jetstream.JetStream, *config.Config, time.Time, time.T
 	if _, err := bus.EnsureStream(context.Background(), js, bus.DestStreamConfig(bus.DestinationPrometheus, cfg.ExternalServices.Prometheus.Buffer, natsCfg.DuplicateWindow)); err != nil {
 		t.Fatal(err)
 	}
+	return js, cfg
+}
+
+// setup fills a buffer with three phases and returns the window of the
+// second.
+func setup(t *testing.T) (jetstream.JetStream, *config.Config, time.Time, time.Time) {
+	js, cfg := newBuffer(t)
 	phase(t, js, "before", 20)
 	from := time.Now()
 	phase(t, js, "inside", 50)
@@ -259,17 +266,8 @@ func (s *syncBuffer) String() string {
 // maxSamplesPerSend, is cut into requests where its chunks met, as the
 // writer cuts it; every sample arrives once.
 func TestReplayCutsMessagesAtTheirChunks(t *testing.T) {
-	natsCfg := bustest.NATSConfig(t.TempDir())
-	b := bustest.Open(t, natsCfg)
-	cfg := config.Default()
-	cfg.NATS = natsCfg
-	cfg.ExternalServices.Prometheus.Host = "http://127.0.0.1:1"
-	cfg.ExternalServices.Prometheus.Queue.MaxSamplesPerSend = 100
-	js := b.JetStream()
+	js, cfg := newBuffer(t)
 	ctx := context.Background()
-	if _, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig(bus.DestinationPrometheus, cfg.ExternalServices.Prometheus.Buffer, natsCfg.DuplicateWindow)); err != nil {
-		t.Fatal(err)
-	}
 	from := time.Now()
 	for i := range 2 {
 		var bl remotewrite.Blocks
