@@ -28,11 +28,21 @@ type Chunk struct {
 // ChunkOf describes block, a snappy block of items, as Blocks.Append lays
 // it into a joined block: its elements without its length header.
 func ChunkOf(block []byte, items int) (Chunk, error) {
-	n, header := binary.Uvarint(block)
-	if header <= 0 || n > math.MaxUint32 {
-		return Chunk{}, fmt.Errorf("%w: bad length header", ErrNotSnappy)
+	n, header, err := lengthHeader(block)
+	if err != nil {
+		return Chunk{}, err
 	}
 	return Chunk{Elements: len(block) - header, Decoded: int(n), Items: items}, nil
+}
+
+// lengthHeader reads a snappy block's decoded length and the size of the
+// header that holds it.
+func lengthHeader(block []byte) (n uint64, header int, err error) {
+	n, header = binary.Uvarint(block)
+	if header <= 0 || n > math.MaxUint32 {
+		return 0, 0, fmt.Errorf("%w: bad length header", ErrNotSnappy)
+	}
+	return n, header, nil
 }
 
 // FormatChunkTable writes the table of a joined block's chunks, in order:
@@ -71,17 +81,18 @@ type Part struct {
 // and items must add up to the block's, or SplitBlock fails and returns
 // dst as it was.
 func SplitBlock(dst []Part, block []byte, table string, items int) ([]Part, error) {
-	n, header := binary.Uvarint(block)
-	if header <= 0 || n > math.MaxUint32 {
-		return dst, fmt.Errorf("%w: bad length header", ErrNotSnappy)
+	n, header, err := lengthHeader(block)
+	if err != nil {
+		return dst, err
 	}
 	if table == "" {
 		return append(dst, Part{Elements: block[header:], Decoded: int(n), Items: items, block: block}), nil
 	}
 	start := len(dst)
 	elements := block[header:]
-	var decoded, counted int
-	for i, field := range strings.Split(table, ",") {
+	var decoded, counted, i int
+	// One message's table: iterated without making a slice of it.
+	for field := range strings.SplitSeq(table, ",") {
 		c, err := parseChunk(field)
 		if err != nil {
 			return dst[:start], fmt.Errorf("chunk %d of the chunk table: %w", i, err)
@@ -93,6 +104,7 @@ func SplitBlock(dst []Part, block []byte, table string, items int) ([]Part, erro
 		elements = elements[c.Elements:]
 		decoded += c.Decoded
 		counted += c.Items
+		i++
 	}
 	switch {
 	case len(elements) > 0:
