@@ -62,7 +62,12 @@ func Build(targets []string) runtime.BuildFunc {
 				}
 				groups = append(groups, []services.Service{r})
 			case "writer-mimir":
-				groups = append(groups, []services.Service{mimirwriter.NewFromEnv(env)})
+				// With metrics off nothing reaches WS_DEST_MIMIR (what an
+				// earlier run left there waits), and the writer's 16 idle
+				// pulls a second would be all it did.
+				if env.Config.Metrics.Enabled {
+					groups = append(groups, []services.Service{mimirwriter.NewFromEnv(env)})
+				}
 			case "writer-loki":
 				// Logs need a Loki to go to; without one they wait in
 				// WS_DEST_LOKI (when logs are on at all).
