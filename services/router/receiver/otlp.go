@@ -63,7 +63,15 @@ func registerOTLPTraces(s *grpc.Server, srv *otlpTraces) {
 }
 
 func (s *otlpTraces) export(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	req := new(rawTracesRequest)
+	// The request's body is copied out of the codec's buffer into a pooled
+	// one, given back once the export is answered: TracesProto has then
+	// published (or refused) it, and nothing refers to it.
+	buf := s.p.body()
+	req := &rawTracesRequest{body: *buf}
+	defer func() {
+		*buf = req.body[:0]
+		s.p.putBody(buf)
+	}()
 	if err := dec(req); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package receiver
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -46,6 +47,13 @@ func (p *Pipeline) tracesProto(ctx context.Context, src Source, rss []rawResourc
 		return err
 	}
 	groups := map[group]*rawGroup{}
+	// Published or not, no bus message refers to a group's body: publish
+	// sends a compressed copy.
+	defer func() {
+		for _, rg := range groups {
+			p.putBody(rg.buf)
+		}
+	}()
 	var order []group
 	for i := range rss {
 		rs := &rss[i]
@@ -56,30 +64,33 @@ func (p *Pipeline) tracesProto(ctx context.Context, src Source, rss []rawResourc
 		rg := groups[g]
 		if rg == nil {
 			// Most requests are one group: room for all of it at once.
-			rg = &rawGroup{body: make([]byte, 0, len(rs.body)*(len(rss)-i)+len(resource)+16)}
+			buf := p.body()
+			*buf = slices.Grow(*buf, len(rs.body)*(len(rss)-i)+len(resource)+16)
+			rg = &rawGroup{buf: buf}
 			groups[g] = rg
 			order = append(order, g)
 		}
 		// The ResourceSpans again, its resource field replaced.
 		size := len(rs.body) - (rs.resEnd - rs.resStart) + len(resource)
-		rg.body = protowire.AppendTag(rg.body, fieldRequestResourceSpans, protowire.BytesType)
-		rg.body = protowire.AppendVarint(rg.body, uint64(size))
-		rg.body = append(rg.body, rs.body[:rs.resStart]...)
-		rg.body = append(rg.body, resource...)
-		rg.body = append(rg.body, rs.body[rs.resEnd:]...)
+		b := protowire.AppendTag(*rg.buf, fieldRequestResourceSpans, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(size))
+		b = append(b, rs.body[:rs.resStart]...)
+		b = append(b, resource...)
+		*rg.buf = append(b, rs.body[rs.resEnd:]...)
 		rg.spans += rs.spans
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
 	defer cancel()
 	for _, g := range order {
 		rg := groups[g]
-		if len(rg.body) > p.cfg.MaxMessageBytes {
-			if err := p.publishSplit(ctx, g, rg.body); err != nil {
+		body := *rg.buf
+		if len(body) > p.cfg.MaxMessageBytes {
+			if err := p.publishSplit(ctx, g, body); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := p.publish(ctx, bus.SignalTraces, bus.EncodingOTLPTracesSnappy, g, rg.spans, rg.body); err != nil {
+		if err := p.publish(ctx, bus.SignalTraces, bus.EncodingOTLPTracesSnappy, g, rg.spans, body); err != nil {
 			return err
 		}
 	}
@@ -88,7 +99,7 @@ func (p *Pipeline) tracesProto(ctx context.Context, src Source, rss []rawResourc
 
 // rawGroup is the request of one bus message, in wire format.
 type rawGroup struct {
-	body  []byte
+	buf   *[]byte // its body, from Pipeline.bodies
 	spans int
 }
 
