@@ -22,21 +22,11 @@ var hugePage = sync.OnceValue(func() []byte {
 	b := make([]byte, 0, size+64)
 	for i := 0; len(b) < size; i++ {
 		b = append(b, `huge_metric{series="`...)
-		b = append(b, "0000000000"[:10-digits(i)]...) // zero-padded as %010d
 		b = strconv.AppendInt(b, int64(i), 10)
 		b = append(b, "\"} 1\n"...)
 	}
 	return b
 })
-
-// digits is the number of decimal digits of a non-negative i.
-func digits(i int) int {
-	n := 1
-	for ; i >= 10; i /= 10 {
-		n++
-	}
-	return n
-}
 
 // TestBadTargetsFailOnlyTheirScrape serves garbage, a 50 MB page and
 // invalid label names next to a healthy target: each bad one gets up 0 and

@@ -69,7 +69,7 @@ func (s *otlpTraces) export(_ any, ctx context.Context, dec func(any) error, int
 	buf := s.p.body()
 	req := &rawTracesRequest{body: *buf}
 	defer func() {
-		*buf = req.body[:0]
+		*buf = req.body // its capacity, grown for this request; body() empties it
 		s.p.putBody(buf)
 	}()
 	if err := dec(req); err != nil {
