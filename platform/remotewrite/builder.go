@@ -55,19 +55,23 @@ func (b *Builder) Reset() {
 }
 
 // AppendSample appends one series with one float sample and its exemplars.
+// The encoding appends to a local slice and stores it in b once: the
+// Builder is on the heap, so every store of b.buf while the GC marks
+// (often, in a scraping process) would go through the write barrier, and
+// a series takes dozens of appends.
 func (b *Builder) AppendSample(ls labels.Labels, t int64, v float64, exemplars []exemplar.Exemplar) {
-	body := b.openSeries()
-	b.appendLabels(tagSeriesLabels, ls)
-	b.buf = append(b.buf, tagSeriesSamples)
-	b.buf = appendSize(b.buf, sampleBodySize(t))
-	b.buf = append(b.buf, tagSampleValue)
-	b.buf = binary.LittleEndian.AppendUint64(b.buf, math.Float64bits(v))
-	b.buf = append(b.buf, tagSampleTimestamp)
-	b.buf = binary.AppendUvarint(b.buf, uint64(t))
+	buf, body := openSeries(b.buf)
+	buf = appendLabels(buf, tagSeriesLabels, ls)
+	buf = append(buf, tagSeriesSamples)
+	buf = appendSize(buf, sampleBodySize(t))
+	buf = append(buf, tagSampleValue)
+	buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(v))
+	buf = append(buf, tagSampleTimestamp)
+	buf = binary.AppendUvarint(buf, uint64(t))
 	for i := range exemplars {
-		b.appendExemplar(&exemplars[i])
+		buf = appendExemplar(buf, &exemplars[i])
 	}
-	b.closeSeries(body)
+	b.buf = closeSeries(buf, body)
 	b.series++
 	b.samples++
 }
@@ -79,25 +83,26 @@ func (b *Builder) AppendSample(ls labels.Labels, t int64, v float64, exemplars [
 const seriesSizeRoom = 3
 
 // openSeries starts a TimeSeries field and returns where its body starts.
-func (b *Builder) openSeries() int {
-	b.buf = append(b.buf, tagWriteRequestTimeseries, 0, 0, 0)
-	return len(b.buf)
+func openSeries(buf []byte) ([]byte, int) {
+	buf = append(buf, tagWriteRequestTimeseries, 0, 0, 0)
+	return buf, len(buf)
 }
 
 // closeSeries writes the size of the series whose body starts at body,
 // moving the body back (or forward) to fit the varint.
-func (b *Builder) closeSeries(body int) {
-	size := len(b.buf) - body
+func closeSeries(buf []byte, body int) []byte {
+	size := len(buf) - body
 	n := varintSize(uint64(size))
 	start := body - seriesSizeRoom
 	if n > seriesSizeRoom {
-		b.buf = append(b.buf, make([]byte, n-seriesSizeRoom)...)
+		buf = append(buf, make([]byte, n-seriesSizeRoom)...)
 	}
 	if n != seriesSizeRoom {
-		copy(b.buf[start+n:], b.buf[body:body+size])
-		b.buf = b.buf[:start+n+size]
+		copy(buf[start+n:], buf[body:body+size])
+		buf = buf[:start+n+size]
 	}
-	binary.PutUvarint(b.buf[start:], uint64(size))
+	binary.PutUvarint(buf[start:], uint64(size))
+	return buf
 }
 
 // AppendHistogram appends one series with one native histogram sample;
@@ -114,34 +119,61 @@ func (b *Builder) AppendHistogram(ls labels.Labels, t int64, h *histogram.Histog
 	if err != nil {
 		return fmt.Errorf("encode histogram: %w", err)
 	}
-	start := b.openSeries()
-	b.appendLabels(tagSeriesLabels, ls)
-	b.buf = append(b.buf, tagSeriesHistograms)
-	b.buf = binary.AppendUvarint(b.buf, uint64(len(body)))
-	b.buf = append(b.buf, body...)
-	b.closeSeries(start)
+	buf, start := openSeries(b.buf)
+	buf = appendLabels(buf, tagSeriesLabels, ls)
+	buf = append(buf, tagSeriesHistograms)
+	buf = binary.AppendUvarint(buf, uint64(len(body)))
+	buf = append(buf, body...)
+	b.buf = closeSeries(buf, start)
 	b.series++
 	b.samples++
 	return nil
 }
 
-func (b *Builder) appendLabels(tag byte, ls labels.Labels) {
-	// Room for every label at once, so the appends below need not grow
-	// the buffer: a label takes its name and value and at most 12 bytes
-	// of tags and lengths (lengths under 2 MiB), and ByteSize of the
-	// default (stringlabels) Labels counts at least 2 bytes a label
-	// besides them. Only a hint: append still grows a buffer too short.
-	b.buf = slices.Grow(b.buf, 7*int(ls.ByteSize()))
+// appendLabels appends each label of ls as a field of the given tag.
+//
+// The closure is written for the GC's sake: a process that scrapes is
+// marking much of the time, and every store of buf's pointer (it lives in
+// the closure's context, which the compiler cannot place) then goes
+// through the write barrier. An append stores the pointer back, even when
+// it needs no room; a reslice within the capacity stores only the length.
+// So a label that fits the room and whose lengths take a byte each, most
+// of them, is written with a reslice and copies.
+func appendLabels(buf []byte, tag byte, ls labels.Labels) []byte {
+	// Room for every label at once, so that labels fit in place: a label
+	// takes its name and value and at most 12 bytes of tags and lengths
+	// (lengths under 2 MiB), and ByteSize of the default (stringlabels)
+	// Labels counts at least 2 bytes a label besides them. Only a hint:
+	// a label that does not fit grows the buffer.
+	buf = slices.Grow(buf, 7*int(ls.ByteSize()))
 	ls.Range(func(l labels.Label) {
-		b.buf = append(b.buf, tag)
-		b.buf = appendSize(b.buf, labelBodySize(l))
-		b.buf = append(b.buf, tagLabelName)
-		b.buf = appendSize(b.buf, len(l.Name))
-		b.buf = append(b.buf, l.Name...)
-		b.buf = append(b.buf, tagLabelValue)
-		b.buf = appendSize(b.buf, len(l.Value))
-		b.buf = append(b.buf, l.Value...)
+		body := labelBodySize(l)
+		n := len(buf)
+		if body >= 0x80 || len(l.Name) >= 0x80 || len(l.Value) >= 0x80 || cap(buf)-n < 2+body {
+			buf = appendLongLabel(buf, tag, l)
+			return
+		}
+		buf = buf[:n+2+body]
+		out := buf[n:]
+		out[0], out[1], out[2], out[3] = tag, byte(body), tagLabelName, byte(len(l.Name))
+		i := 4 + copy(out[4:], l.Name)
+		out[i], out[i+1] = tagLabelValue, byte(len(l.Value))
+		copy(out[i+2:], l.Value)
 	})
+	return buf
+}
+
+// appendLongLabel is appendLabels' case of a label whose lengths take
+// more than a byte, or that does not fit the room left.
+func appendLongLabel(buf []byte, tag byte, l labels.Label) []byte {
+	buf = append(buf, tag)
+	buf = binary.AppendUvarint(buf, uint64(labelBodySize(l)))
+	buf = append(buf, tagLabelName)
+	buf = binary.AppendUvarint(buf, uint64(len(l.Name)))
+	buf = append(buf, l.Name...)
+	buf = append(buf, tagLabelValue)
+	buf = binary.AppendUvarint(buf, uint64(len(l.Value)))
+	return append(buf, l.Value...)
 }
 
 // appendSize appends a length as a varint, with the one-byte case, most
@@ -153,14 +185,14 @@ func appendSize(buf []byte, n int) []byte {
 	return binary.AppendUvarint(buf, uint64(n))
 }
 
-func (b *Builder) appendExemplar(e *exemplar.Exemplar) {
-	b.buf = append(b.buf, tagSeriesExemplars)
-	b.buf = binary.AppendUvarint(b.buf, uint64(exemplarBodySize(e)))
-	b.appendLabels(tagExemplarLabels, e.Labels)
-	b.buf = append(b.buf, tagExemplarValue)
-	b.buf = binary.LittleEndian.AppendUint64(b.buf, math.Float64bits(e.Value))
-	b.buf = append(b.buf, tagExemplarTimestamp)
-	b.buf = binary.AppendUvarint(b.buf, uint64(e.Ts))
+func appendExemplar(buf []byte, e *exemplar.Exemplar) []byte {
+	buf = append(buf, tagSeriesExemplars)
+	buf = binary.AppendUvarint(buf, uint64(exemplarBodySize(e)))
+	buf = appendLabels(buf, tagExemplarLabels, e.Labels)
+	buf = append(buf, tagExemplarValue)
+	buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(e.Value))
+	buf = append(buf, tagExemplarTimestamp)
+	return binary.AppendUvarint(buf, uint64(e.Ts))
 }
 
 func labelBodySize(l labels.Label) int {

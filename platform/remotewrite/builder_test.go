@@ -46,6 +46,9 @@ func TestBuilderMatchesPrompb(t *testing.T) {
 		{name: "zero value and time", ls: labels.FromStrings("__name__", "z"), t: 0, v: 0, sample: true},
 		{name: "negative time", ls: labels.FromStrings("__name__", "old"), t: -5, v: -2.5, sample: true},
 		{name: "staleness marker", ls: labels.FromStrings("__name__", "gone"), t: 42, v: math.Float64frombits(value.StaleNaN), sample: true},
+		// A label's body of 127 bytes takes a one-byte size, of 128 two.
+		{name: "label body of 127 bytes", ls: labels.FromStrings("__name__", "x", "v", string(make([]byte, 122))), t: 1, v: 1, sample: true},
+		{name: "label body of 128 bytes", ls: labels.FromStrings("__name__", "x", "v", string(make([]byte, 123))), t: 1, v: 1, sample: true},
 		{name: "long label value", ls: labels.FromStrings("__name__", "x", "v", string(make([]byte, 300))), t: 1, v: 1, sample: true},
 		// The series' size takes 3 bytes, then 4: closeSeries moves the
 		// body for every size but the one it left room for.
