@@ -459,8 +459,14 @@ func fetchURL(url, file string) error {
 // with scraping, and whether a reader had to rewind.
 func pipelineState(httpAddr string) string {
 	return metricLines(httpAddr, append([]string{"watershed_collector_samples_published_total", "watershed_collector_messages_published_total",
-		"watershed_writer_items_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}"}, lostDeliveries...)...)
+		"watershed_writer_items_sent_total", "watershed_collector_samples_dropped_total{reason=\"publish_failed\"}"}, append(lostDeliveries, goMemory...)...)...)
 }
+
+// goMemory is the Go runtime's account of the process's memory at the
+// end, beside its peak RSS: what the heap holds, what the GC keeps or has
+// not yet given back, and the goroutines' stacks.
+var goMemory = []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes",
+	"go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_memstats_next_gc_bytes"}
 
 // lostDeliveries are the counters of deliveries lost on their way, which
 // make a reader rewind: a run that shows any was not a steady one.
