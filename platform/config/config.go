@@ -414,7 +414,7 @@ func (c *MetricsConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) 
 	f.DurationVar(&c.ScrapeTimeout, prefix+"scrapeTimeout", 10*time.Second, "Default scrape timeout (capped at the interval).")
 	c.BodySizeLimit = 32 << 20
 	f.Var(&c.BodySizeLimit, prefix+"bodySizeLimit", "Largest uncompressed scrape body; a larger one fails the scrape (up 0). 0 means no limit.")
-	f.DurationVar(&c.BatchLinger, prefix+"batchLinger", 200*time.Millisecond, "How long a finished scrape waits for others of its bus partition to fill a bus message with it (up to nats.maxMessageBytes; a scrape may span two messages, and the writer cuts a message into requests of maxSamplesPerSend); 0 publishes every scrape alone.")
+	f.DurationVar(&c.BatchLinger, prefix+"batchLinger", 500*time.Millisecond, "How long a finished scrape waits for others of its bus partition to fill a bus message with it (up to nats.maxMessageBytes; a scrape may span two messages, and the writer cuts a message into requests of maxSamplesPerSend); 0 publishes every scrape alone.")
 	c.AutoDiscover.RegisterFlagsWithPrefix(prefix+"autoDiscover.", f)
 	c.Kubelet.registerFlags(prefix+"kubelet.", f, true)
 	c.Cadvisor.registerFlags(prefix+"cadvisor.", f, true)
