@@ -155,6 +155,10 @@ func (j *Joiner) add(block []byte, p Part) error {
 // Len is the uncompressed size so far.
 func (j *Joiner) Len() int { return len(j.raw) }
 
+// Cap is the size of the buffers the Joiner keeps from one request to the
+// next.
+func (j *Joiner) Cap() int { return cap(j.raw) + cap(j.blocks.buf) + cap(j.scratch) }
+
 // Uncompressed is the joined request, before compression.
 func (j *Joiner) Uncompressed() []byte { return j.raw }
 
