@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/golang/snappy"
@@ -97,6 +98,51 @@ func TestBuilderMatchesPrompb(t *testing.T) {
 				t.Errorf("histogram count %d, want %d", ts.Histograms[0].ToIntHistogram().Count, c.hist.Count)
 			}
 		})
+	}
+}
+
+// Many series of random labels in one builder, with names and values
+// around the lengths where a size takes a second byte, decode to what was
+// appended: the in-place path, the long path and the buffer's growth
+// between them.
+func TestBuilderEncodesRandomLabels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	lengths := []int{0, 1, 2, 60, 119, 120, 121, 122, 123, 124, 125, 126, 127, 128, 129, 200, 300, 20000}
+	text := func() string {
+		b := make([]byte, lengths[rng.IntN(len(lengths))])
+		for i := range b {
+			b[i] = byte('a' + rng.IntN(26))
+		}
+		return string(b)
+	}
+	var b Builder
+	var want []labels.Labels
+	for i := range 500 {
+		sb := labels.NewScratchBuilder(8)
+		sb.Add("__name__", fmt.Sprintf("m%d", i))
+		for range rng.IntN(8) {
+			name := text()
+			if name == "" {
+				name = "x"
+			}
+			sb.Add("l"+name, text())
+		}
+		sb.Sort()
+		ls := sb.Labels()
+		want = append(want, ls)
+		b.AppendSample(ls, int64(i+1), float64(i), nil)
+	}
+	wr := decode(t, b.Bytes())
+	if len(wr.Timeseries) != len(want) {
+		t.Fatalf("%d series decoded, want %d", len(wr.Timeseries), len(want))
+	}
+	for i, ts := range wr.Timeseries {
+		if got := labelsOf(ts.Labels); !labels.Equal(got, want[i]) {
+			t.Fatalf("series %d: labels %s, want %s", i, got, want[i])
+		}
+		if len(ts.Samples) != 1 || ts.Samples[0].Timestamp != int64(i+1) || ts.Samples[0].Value != float64(i) {
+			t.Fatalf("series %d: samples %+v", i, ts.Samples)
+		}
 	}
 }
 
