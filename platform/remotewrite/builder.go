@@ -147,9 +147,11 @@ func appendLabels(buf []byte, tag byte, ls labels.Labels) []byte {
 	// a label that does not fit grows the buffer.
 	buf = slices.Grow(buf, 7*int(ls.ByteSize()))
 	ls.Range(func(l labels.Label) {
-		body := labelBodySize(l)
+		// Tags and one-byte lengths take 4 bytes; under 0x80 in all, each
+		// length, and the body's own, takes one byte.
+		body := 4 + len(l.Name) + len(l.Value)
 		n := len(buf)
-		if body >= 0x80 || len(l.Name) >= 0x80 || len(l.Value) >= 0x80 || cap(buf)-n < 2+body {
+		if body >= 0x80 || cap(buf)-n < 2+body {
 			buf = appendLongLabel(buf, tag, l)
 			return
 		}
