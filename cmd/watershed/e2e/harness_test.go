@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -327,6 +328,13 @@ func baseConfig(t *testing.T, storeDir, backend string) *config.Config {
 	return cfg
 }
 
+// startAllInOne runs the targets of the all-in-one in the test process
+// and waits until they are ready. A port the test picked with freeAddr
+// can be taken by another process before the all-in-one binds it: the
+// embedded NATS server then fails in NewProcess, a receiver when its
+// service starts. Either way the ports are picked again and the
+// all-in-one started again (three tries), as startOnFreePort does for
+// third-party servers; the tests read the ports from cfg afterwards.
 func startAllInOne(t *testing.T, cfg *config.Config, targets ...string) *allInOne {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
@@ -335,31 +343,80 @@ func startAllInOne(t *testing.T, cfg *config.Config, targets ...string) *allInOn
 	if len(targets) == 0 {
 		targets = app.Targets
 	}
+	for attempt := 1; ; attempt++ {
+		a, err := launchAllInOne(t, cfg, targets)
+		switch {
+		case err == nil:
+			return a
+		case portTaken(err) && attempt < 3:
+			t.Logf("all-in-one: %v; trying other ports", err)
+			repickPorts(t, cfg, err)
+		default:
+			t.Fatalf("all-in-one: %v", err)
+		}
+	}
+}
+
+// launchAllInOne starts the all-in-one once. It returns an error when the
+// process cannot be built or when it stops before it is ready.
+func launchAllInOne(t *testing.T, cfg *config.Config, targets []string) (*allInOne, error) {
+	t.Helper()
 	logs := &syncBuffer{}
 	logger := runtime.NewLogger(logs, "info")
 	ctx, cancel := context.WithCancel(context.Background())
 	p, err := runtime.NewProcess(ctx, "watershed", cfg, logger, app.Build(targets))
-	for retry := 0; errors.Is(err, bus.ErrEmbeddedNotStarted) && retry < 2; retry++ {
-		// freeAddr's port was taken by another process between its
-		// check and the server's listen: another one.
-		t.Logf("all-in-one: %v; trying another port", err)
-		cfg.NATS.ListenAddress = freeAddr(t)
-		p, err = runtime.NewProcess(ctx, "watershed", cfg, logger, app.Build(targets))
-	}
 	if err != nil {
 		cancel()
-		t.Fatalf("all-in-one: %v", err)
+		return nil, err
 	}
 	a := &allInOne{proc: p, cancel: cancel, done: make(chan error, 1), logs: logs}
 	go func() { a.done <- p.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !p.Ready() {
+		select {
+		case err := <-a.done:
+			cancel()
+			a.once.Do(func() {}) // Run has returned: nothing left to stop
+			if err == nil {
+				err = errors.New("stopped before it was ready")
+			}
+			return nil, err
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Logf("watershed log (tail):\n%s", tail([]byte(logs.String()), 4000))
+			a.stop(t)
+			t.Fatalf("all-in-one not ready within 30s")
+		}
+	}
 	t.Cleanup(func() {
 		a.stop(t)
 		if t.Failed() {
 			t.Logf("watershed log (tail):\n%s", tail([]byte(logs.String()), 4000))
 		}
 	})
-	waitFor(t, 30*time.Second, "all-in-one ready", func() (bool, string) { return p.Ready(), "not ready" })
-	return a
+	return a, nil
+}
+
+// portTaken tells whether the all-in-one failed because a port it was
+// given is in use. dskit's service manager reports a failed service's
+// error as text, not wrapped, so the text is checked as well.
+func portTaken(err error) bool {
+	return errors.Is(err, bus.ErrEmbeddedNotStarted) || errors.Is(err, syscall.EADDRINUSE) ||
+		strings.Contains(err.Error(), "address already in use")
+}
+
+// repickPorts gives the embedded NATS server (when it was what failed)
+// and every enabled receiver other free ports.
+func repickPorts(t *testing.T, cfg *config.Config, err error) {
+	if errors.Is(err, bus.ErrEmbeddedNotStarted) {
+		cfg.NATS.ListenAddress = freeAddr(t)
+	}
+	for _, r := range []*config.ReceiverPort{&cfg.Receivers.GRPC, &cfg.Receivers.HTTP, &cfg.Receivers.Zipkin, &cfg.Receivers.Jaeger.GRPC, &cfg.Receivers.Jaeger.ThriftHTTP} {
+		if r.Enabled {
+			r.Port = portOf(t, freeAddr(t))
+		}
+	}
 }
 
 // stop shuts the all-in-one down gracefully, as SIGTERM does.
