@@ -52,13 +52,13 @@ func Build(targets []string) runtime.BuildFunc {
 					groups = append(groups, svcs)
 				}
 			case "router":
-				// The receivers are intake: they stop before the router.
-				if receiver.Enabled(env) {
-					groups = append(groups, []services.Service{receiver.NewFromEnv(env)})
-				}
 				r, err := router.NewFromEnv(env)
 				if err != nil {
 					return nil, err
+				}
+				// The receivers are intake: they stop before the router.
+				if receiver.Enabled(env) {
+					groups = append(groups, []services.Service{receiver.NewFromEnv(env, r)})
 				}
 				groups = append(groups, []services.Service{r})
 			case "writer-mimir":

@@ -247,6 +247,14 @@ func TestTracesFromSDKsAndZipkinToOTLPServer(t *testing.T) {
 	if accepted != float64(unique) || sent < accepted {
 		t.Errorf("receivers accepted %v spans, writer sent %v, the trace server holds %d distinct", accepted, sent, unique)
 	}
+	// The all-in-one's router holds every partition: the receivers stored
+	// the spans in WS_DEST_TEMPO themselves, past the raw stream.
+	direct := a.metric(t, "watershed_router_direct_messages_total", map[string]string{"signal": "traces"})
+	routed := a.metric(t, "watershed_router_routed_messages_total", map[string]string{"signal": "traces"})
+	if direct == 0 || direct > routed {
+		t.Errorf("%v trace messages stored directly of %v routed, want most of them", direct, routed)
+	}
+	t.Logf("trace messages: %v stored directly, %v routed in all", direct, routed)
 }
 
 // assertOutageLosesNoSpan stops the trace server for 60 s while spans keep

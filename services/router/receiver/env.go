@@ -18,8 +18,9 @@ func signals(env *runtime.Env) Signals {
 	return Signals{Traces: cfg.Traces.Enabled, Metrics: cfg.Metrics.Enabled, Logs: cfg.Logs.Enabled}
 }
 
-// NewFromEnv makes the receivers of a process from the Watershed configuration.
-func NewFromEnv(env *runtime.Env) *Receivers {
+// NewFromEnv makes the receivers of a process from the Watershed
+// configuration; direct is the router of the process (nil: none).
+func NewFromEnv(env *runtime.Env, direct DirectRouter) *Receivers {
 	cfg := env.Config
 	tempo := cfg.ExternalServices.Tempo
 	return New(Config{
@@ -33,6 +34,7 @@ func NewFromEnv(env *runtime.Env) *Receivers {
 			PublishTimeout:  10 * time.Second,
 			TraceTenant:     TenantRule{Attribute: tempo.TenantFromAttribute, Mapping: tempo.TenantMapping},
 			Cluster:         cfg.Cluster.Name,
+			Direct:          direct,
 		},
 		Cluster:         cfg.Cluster.Name,
 		NATS:            cfg.NATS,

@@ -24,6 +24,13 @@ type Publisher interface {
 	Publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error)
 }
 
+// DirectRouter is the router of this process: it may store a message in
+// its destination stream at once, instead of the raw stream, and says
+// whether it did (router.Router.RouteDirect).
+type DirectRouter interface {
+	RouteDirect(ctx context.Context, msg *nats.Msg, partition, count int) (bool, error)
+}
+
 // Source says where a request came from.
 type Source struct {
 	// Protocol is the receiver: otlp_grpc, otlp_http, zipkin, jaeger_grpc, jaeger_thrift.
@@ -67,6 +74,9 @@ type PipelineConfig struct {
 	TraceTenant    TenantRule
 	// Cluster is the cluster label of translated OTLP metrics.
 	Cluster string
+	// Direct is the router of this process; nil publishes every message
+	// to the raw stream.
+	Direct DirectRouter
 }
 
 // Pipeline takes decoded requests to the bus.
@@ -209,12 +219,28 @@ func (p *Pipeline) publish(ctx context.Context, signal, encoding string, g group
 	msg.Header.Set(bus.HeaderCount, strconv.Itoa(count))
 	msg.Header.Set(bus.HeaderTime, strconv.FormatInt(time.Now().UnixMilli(), 10))
 	msg.Header.Set(jetstream.MsgIDHeader, p.cfg.Source+"-"+p.bootID+"-r"+strconv.FormatUint(p.seq.Add(1), 10))
+	if p.cfg.Direct != nil {
+		stored, err := p.cfg.Direct.RouteDirect(ctx, msg, g.partition, count)
+		if stored {
+			p.bufs.Put(buf)
+			return nil
+		}
+		if err != nil {
+			// The raw stream takes it instead, under the same message id:
+			// had the direct store reached its stream after all, routing
+			// it again stores nothing twice.
+			p.logger.Debug("direct store failed; publishing to the raw stream", "partition", g.partition, "err", err)
+			buf = nil // the failed publish may still refer to it
+		}
+	}
 	if _, err := p.pub.Publish(ctx, msg); err != nil {
 		// The client may still hold a failed publish: its buffer is not reused.
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	// Acked: nothing refers to the payload any more.
-	p.bufs.Put(buf)
+	if buf != nil {
+		p.bufs.Put(buf)
+	}
 	return nil
 }
 

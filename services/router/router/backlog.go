@@ -50,6 +50,19 @@ func (g *gate) wait(ctx context.Context) error {
 	}
 }
 
+// isOpen reports whether routing to the destination may go on now.
+func (g *gate) isOpen() bool {
+	g.mu.Lock()
+	open := g.open
+	g.mu.Unlock()
+	select {
+	case <-open:
+		return true
+	default:
+		return false
+	}
+}
+
 // stored counts n bytes this router stored in the destination.
 func (g *gate) stored(n int) {
 	g.mu.Lock()
@@ -110,6 +123,9 @@ type backlogWatcher struct {
 	blocked     *prometheus.GaugeVec
 	logger      *slog.Logger
 }
+
+// gateOf is the gate of a block-policy destination, nil for the others.
+func (b *backlogWatcher) gateOf(dest string) *gate { return b.gates[dest] }
 
 func (b *backlogWatcher) run(ctx context.Context) {
 	tick := time.NewTicker(b.interval)

@@ -11,7 +11,7 @@ import (
 // partitionSeqs numbers the messages the router stores in each partition
 // of one destination (header Ws-Partition-Seq), so that a writer can count
 // the messages the buffer dropped before it delivered them. Partition p
-// is only ever touched by the worker of partition p.
+// is only touched under the router's lock of partition p (partition).
 type partitionSeqs struct {
 	stream jetstream.Stream
 	dest   string

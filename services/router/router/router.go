@@ -63,6 +63,7 @@ type metrics struct {
 	lostDeliveries prometheus.Counter
 	undelivered    *prometheus.GaugeVec
 	blocked        *prometheus.GaugeVec
+	direct         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -88,6 +89,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "watershed_router_destination_undelivered_bytes",
 			Help: "Estimated bytes of a block-policy destination's stream its writers have not acknowledged.",
 		}, []string{"destination"}),
+		direct: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "watershed_router_direct_messages_total",
+			Help: "Messages of this process's receivers stored in their destination stream at once, without the raw stream (traces, while this replica routes their partition); also counted in watershed_router_routed_messages_total.",
+		}, []string{"signal", "destination"}),
 		blocked: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "watershed_router_destination_blocked",
 			Help: "1 while routing to a block-policy destination waits for its writers (undelivered data near maxBytes).",
@@ -110,6 +115,7 @@ type Router struct {
 	group   *partgroup.Group
 	failure *services.FailureWatcher
 	backlog *backlogWatcher
+	parts   []partition // by partition number
 }
 
 // New makes the router service.
@@ -123,6 +129,7 @@ func New(cfg Config, b *bus.Bus, pubMetrics *bus.PublisherMetrics, reg prometheu
 		reg:     reg,
 		logger:  logger,
 		failure: services.NewFailureWatcher(),
+		parts:   newPartitions(cfg.NATS.Partitions),
 	}
 	for _, reason := range []string{reasonUnknownSignal, reasonBadHeader, reasonBadPayload} {
 		r.metrics.dropped.WithLabelValues(reason)
@@ -205,9 +212,22 @@ func (r *Router) stopping(_ error) error {
 // partition.
 func (r *Router) runPartition(ctx context.Context, lease *partgroup.Lease) error {
 	p := lease.Partition
+	part := &r.parts[p]
+	if err := part.lock(ctx); err != nil {
+		return err
+	}
 	for _, s := range r.seqs {
 		s.forget(p) // another replica may have stored since
 	}
+	part.lease = lease // the receivers of this process may store in p directly now
+	part.unlock()
+	defer func() {
+		// Not under ctx: ctx may have ended, and the receivers' direct
+		// stores must stop before another replica takes p.
+		part.sem <- struct{}{}
+		part.lease = nil
+		part.unlock()
+	}()
 	cc := bus.PartitionConsumerConfig(fmt.Sprintf("router-p%d", p), bus.RawPartitionSubjects(p), r.cfg.Batch, r.cfg.AckWait, r.cfg.NATS.Groups.Lease)
 	// The raw stream is a work queue: an acked message leaves the stream,
 	// so the stream itself holds what is left to route, and the consumer's
@@ -301,37 +321,26 @@ func (r *Router) store(ctx context.Context, h nats.Header, dest Destination, par
 		if o.Count != count || len(outs) > 1 {
 			out.Header.Set(bus.HeaderCount, strconv.Itoa(o.Count))
 		}
-		if g := r.backlog.gates[dest.Name]; g != nil {
+		// Waiting for the gate holds no lock: the receivers' direct
+		// stores of the partition do not wait behind a blocked one.
+		if g := r.backlog.gateOf(dest.Name); g != nil {
 			if err := g.wait(ctx); err != nil {
 				return false, 0, err
 			}
 		}
-		seqs := r.seqs[dest.Name]
-		seq, err := seqs.next(ctx, partition)
-		if err != nil {
-			if ctx.Err() != nil {
-				return false, 0, ctx.Err()
-			}
-			// Unnumbered, the message is still delivered; only a gap
-			// around it would go uncounted.
-			r.logger.Warn("cannot number the message for its partition", "destination", dest.Name, "partition", partition, "err", err)
-		} else {
-			out.Header.Set(bus.HeaderPartitionSeq, strconv.FormatUint(seq, 10))
-		}
-		ack, err := r.pub.Publish(ctx, out)
-		if err != nil {
+		part := &r.parts[partition]
+		if err := part.lock(ctx); err != nil {
 			return false, 0, err
 		}
-		if seq > 0 {
-			seqs.stored(partition, seq, ack.Duplicate)
+		ack, err := r.storeLocked(ctx, dest, partition, out)
+		part.unlock()
+		if err != nil {
+			return false, 0, err
 		}
 		if ack.Duplicate {
 			continue
 		}
 		stored, items = true, items+o.Count
-		if g := r.backlog.gates[dest.Name]; g != nil {
-			g.stored(out.Size())
-		}
 	}
 	return stored, items, nil
 }

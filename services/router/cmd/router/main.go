@@ -18,7 +18,7 @@ func main() {
 		}
 		if receiver.Enabled(env) {
 			// The receivers are intake: they stop before the router.
-			return [][]services.Service{{receiver.NewFromEnv(env)}, {r}}, nil
+			return [][]services.Service{{receiver.NewFromEnv(env, r)}, {r}}, nil
 		}
 		return [][]services.Service{{r}}, nil
 	})
