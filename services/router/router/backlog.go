@@ -39,24 +39,25 @@ func newGate(dest string, maxBytes uint64) *gate {
 
 // wait returns when routing to the destination may go on, or ctx ends.
 func (g *gate) wait(ctx context.Context) error {
-	g.mu.Lock()
-	open := g.open
-	g.mu.Unlock()
 	select {
-	case <-open:
+	case <-g.openChan():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
+// openChan is closed while routing may go on.
+func (g *gate) openChan() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.open
+}
+
 // isOpen reports whether routing to the destination may go on now.
 func (g *gate) isOpen() bool {
-	g.mu.Lock()
-	open := g.open
-	g.mu.Unlock()
 	select {
-	case <-open:
+	case <-g.openChan():
 		return true
 	default:
 		return false
