@@ -21,6 +21,7 @@ import (
 type partition struct {
 	sem   chan struct{} // held while numbering and storing; a channel, so that waiting can end with a context
 	lease *partgroup.Lease
+	work  context.Context // the worker's: it ends when the lease is lost
 }
 
 func newPartitions(n int) []partition {
@@ -45,8 +46,8 @@ func (p *partition) unlock() { <-p.sem }
 // held reports whether this replica routes the partition and is not
 // giving it up. Call with the lock held.
 func (p *partition) held() bool {
-	if p.lease == nil {
-		return false
+	if p.lease == nil || p.work.Err() != nil {
+		return false // not held, or lost: another replica may number the partition now
 	}
 	select {
 	case <-p.lease.Draining():

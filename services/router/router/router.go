@@ -219,13 +219,13 @@ func (r *Router) runPartition(ctx context.Context, lease *partgroup.Lease) error
 	for _, s := range r.seqs {
 		s.forget(p) // another replica may have stored since
 	}
-	part.lease = lease // the receivers of this process may store in p directly now
+	part.lease, part.work = lease, ctx // the receivers of this process may store in p directly now
 	part.unlock()
 	defer func() {
 		// Not under ctx: ctx may have ended, and the receivers' direct
 		// stores must stop before another replica takes p.
 		part.sem <- struct{}{}
-		part.lease = nil
+		part.lease, part.work = nil, nil
 		part.unlock()
 	}()
 	cc := bus.PartitionConsumerConfig(fmt.Sprintf("router-p%d", p), bus.RawPartitionSubjects(p), r.cfg.Batch, r.cfg.AckWait, r.cfg.NATS.Groups.Lease)
