@@ -21,7 +21,7 @@ type fakeDirect struct {
 	ids    []string
 }
 
-func (d *fakeDirect) RouteDirect(_ context.Context, msg *nats.Msg, _, _ int) (bool, error) {
+func (d *fakeDirect) RouteDirect(_ context.Context, msg *nats.Msg, _ string, _, _ int) (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.ids = append(d.ids, msg.Header.Get(jetstream.MsgIDHeader))

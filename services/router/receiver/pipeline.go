@@ -28,7 +28,7 @@ type Publisher interface {
 // its destination stream at once, instead of the raw stream, and says
 // whether it did (router.Router.RouteDirect).
 type DirectRouter interface {
-	RouteDirect(ctx context.Context, msg *nats.Msg, partition, count int) (bool, error)
+	RouteDirect(ctx context.Context, msg *nats.Msg, signal string, partition, count int) (bool, error)
 }
 
 // Source says where a request came from.
@@ -220,7 +220,7 @@ func (p *Pipeline) publish(ctx context.Context, signal, encoding string, g group
 	msg.Header.Set(bus.HeaderTime, strconv.FormatInt(time.Now().UnixMilli(), 10))
 	msg.Header.Set(jetstream.MsgIDHeader, p.cfg.Source+"-"+p.bootID+"-r"+strconv.FormatUint(p.seq.Add(1), 10))
 	if p.cfg.Direct != nil {
-		stored, err := p.cfg.Direct.RouteDirect(ctx, msg, g.partition, count)
+		stored, err := p.cfg.Direct.RouteDirect(ctx, msg, signal, g.partition, count)
 		if stored {
 			p.bufs.Put(buf)
 			return nil

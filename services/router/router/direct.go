@@ -57,15 +57,6 @@ func (p *partition) held() bool {
 	}
 }
 
-// directSignals are the signals a receiver may store in their destination
-// without the raw stream. Only traces: a span's place in its partition
-// does not matter to Tempo, while a metric series or a log stream must
-// reach its destination in the order it was received, and a request
-// stored at once could overtake an earlier one of the same series still
-// waiting in the raw stream (published by another replica, or while the
-// destination was blocked).
-var directSignals = map[string]bool{bus.SignalTraces: true}
-
 // RouteDirect stores a message a receiver of this process would publish
 // to the raw stream directly in its destination stream, as route would
 // once it came back from the raw stream: numbered, its tenant set, under
@@ -77,13 +68,19 @@ var directSignals = map[string]bool{bus.SignalTraces: true}
 // but reached the stream is not stored twice when routed again from the
 // raw stream within the duplicate window.
 //
+// Only traces skip it: a span's place in its partition does not matter to
+// Tempo, while a metric series or a log stream must reach its destination
+// in the order it was received, and a request stored at once could
+// overtake an earlier one of the same series still waiting in the raw
+// stream (published by another replica, or while the destination was
+// blocked).
+//
 // This saves the raw stream's store, delivery, ack and removal of every
 // such message: in the all-in-one, where one replica routes every
 // partition, nearly half of the bus's work for traces.
-func (r *Router) RouteDirect(ctx context.Context, msg *nats.Msg, p, count int) (bool, error) {
-	signal := msg.Header.Get(bus.HeaderSignal)
+func (r *Router) RouteDirect(ctx context.Context, msg *nats.Msg, signal string, p, count int) (bool, error) {
 	dest, ok := r.cfg.Routes[signal]
-	if !ok || !directSignals[signal] || p < 0 || p >= len(r.parts) {
+	if !ok || signal != bus.SignalTraces || p < 0 || p >= len(r.parts) {
 		return false, nil
 	}
 	part := &r.parts[p]

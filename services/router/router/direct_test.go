@@ -80,7 +80,7 @@ func TestRouteDirectStoresTracesNumberedWithRoutedOnes(t *testing.T) {
 	}
 	direct := func(id, tenant string) {
 		t.Helper()
-		stored, err := r.RouteDirect(ctx, raw(bus.SignalTraces, 1, id, tenant, id), 1, 2)
+		stored, err := r.RouteDirect(ctx, raw(bus.SignalTraces, 1, id, tenant, id), bus.SignalTraces, 1, 2)
 		if err != nil || !stored {
 			t.Fatalf("direct store of %s: stored %v, err %v", id, stored, err)
 		}
@@ -163,7 +163,7 @@ func TestRouteDirectLeavesToTheRawStream(t *testing.T) {
 			if tc.prepare != nil {
 				tc.prepare(t, r, js)
 			}
-			stored, err := r.RouteDirect(context.Background(), tc.msg, 1, 2)
+			stored, err := r.RouteDirect(context.Background(), tc.msg, tc.msg.Header.Get(bus.HeaderSignal), 1, 2)
 			if stored || err != nil {
 				t.Fatalf("RouteDirect stored %v, err %v: want it left to the raw stream", stored, err)
 			}
