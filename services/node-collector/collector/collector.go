@@ -164,9 +164,10 @@ func (c *Collector) sendHeartbeat(ctx context.Context) {
 	}
 }
 
-// stopping stops the scrape loops; a scrape being published may finish
-// within the flush timeout, after which its publish is cancelled and its
-// samples are counted as dropped.
+// stopping stops the scrape loops and closes the sink; a scrape being
+// published may finish within the flush timeout, after which its publish
+// is cancelled and its samples are counted as dropped. Once it returns,
+// the collector's counters are final: nothing is published after it.
 func (c *Collector) stopping(error) error {
 	if c.manager == nil {
 		return nil
@@ -174,6 +175,7 @@ func (c *Collector) stopping(error) error {
 	timer := time.AfterFunc(c.cfg.FlushTimeout, c.cancelSink)
 	defer timer.Stop()
 	c.manager.Stop()
+	c.sink.close()
 	c.cancelSink()
 	return nil
 }

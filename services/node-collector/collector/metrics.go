@@ -11,11 +11,16 @@ const (
 	reasonPublishFailed = "publish_failed"
 	reasonEncodeFailed  = "encode_failed"
 	reasonRolledBack    = "scrape_rolled_back"
+	// reasonStopped: a scrape committed after the collector stopped its
+	// scrape loops. Only end-of-run staleness markers should ever get
+	// there (see sink.close); real samples would be counted here.
+	reasonStopped = "collector_stopped"
 )
 
 type metrics struct {
 	samplesAppended   prometheus.Counter
 	staleMarkers      prometheus.Counter
+	staleSkipped      prometheus.Counter
 	samplesPublished  prometheus.Counter
 	samplesDropped    *prometheus.CounterVec
 	messages          prometheus.Counter
@@ -33,6 +38,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		staleMarkers: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_collector_stale_markers_total",
 			Help: "Staleness markers among the scraped samples.",
+		}),
+		staleSkipped: f.NewCounter(prometheus.CounterOpts{
+			Name: "watershed_collector_stale_markers_skipped_total",
+			Help: "End-of-run staleness markers not written because the collector was stopping: like Prometheus at shutdown, it leaves the series to the collector that takes its targets over.",
 		}),
 		samplesPublished: f.NewCounter(prometheus.CounterOpts{
 			Name: "watershed_collector_samples_published_total",
@@ -57,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8),
 		}),
 	}
-	for _, r := range []string{reasonPublishFailed, reasonEncodeFailed, reasonRolledBack} {
+	for _, r := range []string{reasonPublishFailed, reasonEncodeFailed, reasonRolledBack, reasonStopped} {
 		m.samplesDropped.WithLabelValues(r)
 	}
 	return m

@@ -3,6 +3,7 @@ package collector
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -56,6 +57,45 @@ type sink struct {
 	payloads      sync.Pool
 	largePayloads sync.Pool
 	bodies        sync.Pool // *remotewrite.Blocks: compressed bodies of open messages, back once acked
+
+	// closing guards closed and commits: close waits for the commits
+	// that started before it, and a commit after it publishes nothing.
+	closing sync.Mutex
+	closed  bool
+	commits sync.WaitGroup
+}
+
+// ErrSinkClosed is returned by a Commit of samples other than staleness
+// markers after the collector stopped its scrape loops.
+var ErrSinkClosed = errors.New("collector stopped: scrape not published")
+
+// close ends intake once the scrape manager has stopped, and waits for the
+// commits already under way (each bounded by the sink's context, which the
+// shutdown flush timeout cancels). Prometheus's scrape loops can still
+// commit after the manager's Stop returns: a loop that stopped writes
+// end-of-run staleness markers two intervals later, unless its pool's
+// context ended first, and the pool cancels that context only once every
+// loop has stopped. Those markers would end every series of a collector
+// that is only restarting, and their publish would race the bus
+// connection's close; so, as Prometheus means to at shutdown, they are not
+// written (watershed_collector_stale_markers_skipped_total).
+func (s *sink) close() {
+	s.closing.Lock()
+	s.closed = true
+	s.closing.Unlock()
+	s.commits.Wait()
+}
+
+// startCommit reports whether the sink still takes commits; if so, the
+// caller must call s.commits.Done when its commit has ended.
+func (s *sink) startCommit() bool {
+	s.closing.Lock()
+	defer s.closing.Unlock()
+	if s.closed {
+		return false
+	}
+	s.commits.Add(1)
+	return true
 }
 
 type sinkConfig struct {
@@ -241,6 +281,10 @@ func (a *appender) release() {
 // a larger one goes alone, in messages of its own.
 func (a *appender) Commit() error {
 	m := a.sink.metrics
+	if !a.sink.startCommit() {
+		return a.commitAfterClose()
+	}
+	defer a.sink.commits.Done()
 	m.samplesAppended.Add(float64(a.samples))
 	m.staleMarkers.Add(float64(a.stale))
 	a.cut()
@@ -261,6 +305,25 @@ func (a *appender) Commit() error {
 	}
 	m.publishDuration.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// commitAfterClose discards a scrape committed after the sink closed:
+// end-of-run staleness markers are skipped, anything else is counted as
+// dropped and refused.
+func (a *appender) commitAfterClose() error {
+	m := a.sink.metrics
+	a.release()
+	for _, c := range a.chunks {
+		a.sink.recycle(c)
+	}
+	a.chunks = nil
+	if a.samples == a.stale {
+		m.staleSkipped.Add(float64(a.stale))
+		return nil
+	}
+	m.samplesAppended.Add(float64(a.samples))
+	m.samplesDropped.WithLabelValues(reasonStopped).Add(float64(a.samples))
+	return fmt.Errorf("commit of %d samples of %s: %w", a.samples, a.key, ErrSinkClosed)
 }
 
 // Rollback implements storage.AppenderV2: the scrape loop discards a scrape
