@@ -45,6 +45,15 @@ func PartitionConsumerConfig(durable, filter string, maxAckPending int, ackWait,
 	return cc
 }
 
+// PartitionIdleWait is the FetchLoop.IdleMaxWait of a partition held
+// under a claim of the given lease. A pull outlives a replica that stops
+// renewing its claim by at most its wait; the replica fences itself at
+// half the lease and the claim expires at the full lease, so a pull of a
+// third of the lease has ended a sixth of the lease before the next owner
+// can pull. The pin (PartitionConsumerConfig) refuses it messages even
+// then.
+func PartitionIdleWait(lease time.Duration) time.Duration { return lease / 3 }
+
 // OpenPartition makes ready the consumer of a partition this replica has
 // just claimed: EnsureReaderConsumer (a previous owner's unacknowledged
 // messages first), then the previous owner's pin dropped at once rather
@@ -128,9 +137,16 @@ type FetchLoop struct {
 	Consumer jetstream.Consumer
 	Batch    int
 	MaxWait  time.Duration
-	Handle   func(ctx context.Context, msg jetstream.Msg) error
-	Flush    func(ctx context.Context) error
-	Logger   *slog.Logger
+	// IdleMaxWait, if longer than MaxWait, is the wait of a pull that
+	// follows one that brought nothing; it asks for a single message. An
+	// idle partition then costs the bus a pull per IdleMaxWait instead of
+	// one per MaxWait (each pull is a subscription, a request the server
+	// parses, and an expiry), and the first message after a quiet spell is
+	// handled and flushed as it comes rather than when a batch's wait ends.
+	IdleMaxWait time.Duration
+	Handle      func(ctx context.Context, msg jetstream.Msg) error
+	Flush       func(ctx context.Context) error
+	Logger      *slog.Logger
 	// PriorityGroup is the consumer's priority group, if it has one.
 	PriorityGroup string
 	// Stop, if not nil, ends the loop gracefully after the pull in
@@ -147,6 +163,7 @@ type FetchLoop struct {
 	LostDeliveries prometheus.Counter
 
 	delivered uint64 // consumer sequence of the last message received
+	idle      bool   // the last pull brought nothing
 }
 
 // ErrDeliveryLost is returned by FetchLoop.Run, when it has no Rewind, after
@@ -243,16 +260,22 @@ func (l *FetchLoop) runBatch(ctx context.Context) error {
 	// client that gave up first would leave the server delivering into an
 	// inbox nobody reads, and those messages would come back only after
 	// AckWait, behind newer ones.
-	opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(l.MaxWait)}
+	size, wait := l.Batch, l.MaxWait
+	if l.idle && l.IdleMaxWait > l.MaxWait {
+		size, wait = 1, l.IdleMaxWait
+	}
+	opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}
 	if l.PriorityGroup != "" {
 		opts = append(opts, jetstream.FetchPriorityGroup(l.PriorityGroup))
 	}
-	batch, err := l.Consumer.Fetch(l.Batch, opts...)
+	batch, err := l.Consumer.Fetch(size, opts...)
 	if err != nil {
 		return err
 	}
 	var herr error
+	received := 0
 	for msg := range batch.Messages() {
+		received++
 		if herr != nil {
 			continue // drain; unacked messages are redelivered in order
 		}
@@ -260,6 +283,7 @@ func (l *FetchLoop) runBatch(ctx context.Context) error {
 			herr = l.Handle(ctx, msg)
 		}
 	}
+	l.idle = received == 0
 	var gap *deliveryGap
 	if herr != nil && !errors.As(herr, &gap) {
 		return herr

@@ -241,8 +241,9 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 		// A pull outlives a replica that stops renewing its claim by at
 		// most this; with the claim fenced at half the lease, it has
 		// expired before the next owner can pull.
-		MaxWait: min(w.cfg.Queue.BatchSendDeadline, w.cfg.NATS.Groups.Lease/4),
-		Handle:  pw.add,
+		MaxWait:     min(w.cfg.Queue.BatchSendDeadline, w.cfg.NATS.Groups.Lease/4),
+		IdleMaxWait: bus.PartitionIdleWait(w.cfg.NATS.Groups.Lease),
+		Handle:      pw.add,
 		// The end of a pull settles what it delivered before the next
 		// pull: a pull open while a request is retried past AckWait
 		// would take the bus's redeliveries of messages this writer

@@ -69,13 +69,13 @@ func (g *Group) acquire(ctx context.Context, p int, now time.Time) {
 	})
 }
 
-// renewClaims extends the claims this replica holds. A claim someone else
-// now holds, or one not renewed for half the lease, is lost:
-// its work is cancelled before the lease can expire and another member
-// take the partition.
+// renewClaims extends the claims this replica holds once they are
+// renewAfter old. A claim someone else now holds, or one not renewed for
+// half the lease, is lost: its work is cancelled before the lease can
+// expire and another member take the partition.
 func (g *Group) renewClaims(ctx context.Context, now time.Time) {
 	for p, c := range g.owned {
-		if c.lost {
+		if c.lost || now.Sub(c.renewed) < g.renewAfter() {
 			continue
 		}
 		kctx, cancel := context.WithTimeout(ctx, g.cfg.Lease/4)

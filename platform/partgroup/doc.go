@@ -10,7 +10,7 @@
 // It keeps its state in a JetStream key-value bucket whose keys expire
 // after the lease:
 //
-//	<group>.m.<member>  heartbeat of a live replica, renewed every lease/6
+//	<group>.m.<member>  heartbeat of a live replica, renewed every lease/3
 //	<group>.p.<n>       claim on partition n: the member that works on it
 //
 // Every replica watches the group's keys, computes the same balanced

@@ -119,6 +119,7 @@ type Group struct {
 
 	watcher  jetstream.KeyWatcher
 	members  map[string]time.Time // member -> when its heartbeat was last seen
+	beatAt   time.Time            // when this replica's heartbeat was last written
 	owned    map[int]*claim
 	retryAt  map[int]time.Time
 	finished chan int
@@ -218,8 +219,16 @@ func (g *Group) starting(ctx context.Context) error {
 	return errors.New("partition group watch ended while starting")
 }
 
+// renewAfter is the age at which a heartbeat or claim is written again:
+// a third of the lease, less a tick's jitter. With the running loop's tick
+// at a twelfth of the lease, a renewal that fails is retried at the next
+// tick, twice more before the claim's half-lease fence: the tolerance of a
+// renewal every tick, at half the writes to the bucket (each a stream
+// write the server stores: an idle all-in-one's largest cost).
+func (g *Group) renewAfter() time.Duration { return g.cfg.Lease/3 - g.cfg.Lease/24 }
+
 func (g *Group) running(ctx context.Context) error {
-	tick := time.NewTicker(g.cfg.Lease / 6)
+	tick := time.NewTicker(g.cfg.Lease / 12)
 	defer tick.Stop()
 	g.reconcile(ctx, time.Now())
 	for {
@@ -243,8 +252,10 @@ func (g *Group) running(ctx context.Context) error {
 			g.reconcile(ctx, time.Now())
 		case <-tick.C:
 			now := time.Now()
-			if err := g.heartbeat(ctx); err != nil {
-				g.logger.Warn("heartbeat failed", "err", err)
+			if now.Sub(g.beatAt) >= g.renewAfter() {
+				if err := g.heartbeat(ctx); err != nil {
+					g.logger.Warn("heartbeat failed", "err", err)
+				}
 			}
 			g.renewClaims(ctx, now)
 			g.reconcile(ctx, now)
@@ -291,8 +302,10 @@ func (g *Group) alive(now time.Time) []string {
 func (g *Group) heartbeat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Lease/4)
 	defer cancel()
-	if _, err := g.kv.Put(ctx, g.memberKey(g.cfg.Member), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+	now := time.Now()
+	if _, err := g.kv.Put(ctx, g.memberKey(g.cfg.Member), []byte(now.UTC().Format(time.RFC3339))); err != nil {
 		return fmt.Errorf("partition group %s heartbeat: %w", g.cfg.Group, err)
 	}
+	g.beatAt = now
 	return nil
 }

@@ -148,9 +148,10 @@ func (k *cuttableKV) Delete(ctx context.Context, key string, opts ...jetstream.K
 	return k.KeyValue.Delete(ctx, key, opts...)
 }
 
-func startMember(t *testing.T, url string, member string, partitions int, h *holders) *testGroup {
+// connect is a connection to the bus at url, closed with the test.
+func connect(t *testing.T, url, name string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Name(member))
+	nc, err := nats.Connect(url, nats.Name(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +160,12 @@ func startMember(t *testing.T, url string, member string, partitions int, h *hol
 	if err != nil {
 		t.Fatal(err)
 	}
+	return nc, js
+}
+
+func startMember(t *testing.T, url string, member string, partitions int, h *holders) *testGroup {
+	t.Helper()
+	nc, js := connect(t, url, member)
 	ctx := context.Background()
 	kv, err := EnsureBucket(ctx, js, "TEST_GROUPS", testLease, 1)
 	if err != nil {

@@ -247,6 +247,7 @@ func (r *Router) runPartition(ctx context.Context, lease *partgroup.Lease) error
 		Consumer:      cons,
 		Batch:         r.cfg.Batch,
 		MaxWait:       min(time.Second, r.cfg.NATS.Groups.Lease/4),
+		IdleMaxWait:   bus.PartitionIdleWait(r.cfg.NATS.Groups.Lease),
 		Handle:        r.route,
 		Logger:        r.logger.With("partition", p),
 		PriorityGroup: bus.PriorityGroup,
