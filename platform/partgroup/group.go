@@ -224,7 +224,7 @@ func (g *Group) starting(ctx context.Context) error {
 // at a twelfth of the lease, a renewal that fails is retried at the next
 // tick, twice more before the claim's half-lease fence: the tolerance of a
 // renewal every tick, at half the writes to the bucket (each a stream
-// write the server stores: an idle all-in-one's largest cost).
+// write the server stores, a good part of an idle all-in-one's cost).
 func (g *Group) renewAfter() time.Duration { return g.cfg.Lease/3 - g.cfg.Lease/24 }
 
 func (g *Group) running(ctx context.Context) error {
