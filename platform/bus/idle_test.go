@@ -10,8 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/watershed-dev/watershed/platform/bus"
-	"github.com/watershed-dev/watershed/platform/bus/bustest"
-	"github.com/watershed-dev/watershed/platform/config"
 )
 
 // pullRecorder is a real consumer that records the size of each pull and,
@@ -69,12 +67,7 @@ func TestFetchLoopPullsOneMessageWhenIdle(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := ctxT(t)
-			b := bustest.Open(t, bustest.NATSConfig(t.TempDir()))
-			js := b.JetStream()
-			s, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig("prometheus", config.Default().ExternalServices.Prometheus.Buffer, time.Minute))
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, js := destStream(t, ctx, 0)
 			cons, err := bus.EnsureConsumer(ctx, s, bus.ReaderConsumerConfig("writer-p0", bus.DestSubject("prometheus", 0), batch, time.Hour))
 			if err != nil {
 				t.Fatal(err)

@@ -198,18 +198,26 @@ func lossTestStream(t *testing.T, ctx context.Context) (jetstream.Stream, jetstr
 // messages 1..10 on partition 0.
 func tenMessageStream(t *testing.T, ctx context.Context) jetstream.Stream {
 	t.Helper()
+	s, _ := destStream(t, ctx, 10)
+	return s
+}
+
+// destStream is the prometheus destination stream on a bus of its own,
+// holding messages 1..n on partition 0, and the bus's JetStream.
+func destStream(t *testing.T, ctx context.Context, n int) (jetstream.Stream, jetstream.JetStream) {
+	t.Helper()
 	b := bustest.Open(t, bustest.NATSConfig(t.TempDir()))
 	js := b.JetStream()
 	s, err := bus.EnsureStream(ctx, js, bus.DestStreamConfig("prometheus", config.Default().ExternalServices.Prometheus.Buffer, time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i <= 10; i++ {
+	for i := 1; i <= n; i++ {
 		if _, err := js.PublishMsg(ctx, rawMsg(bus.DestSubject("prometheus", 0), fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return s
+	return s, js
 }
 
 // pollFor polls cond every 20 ms until it holds or timeout passes.
