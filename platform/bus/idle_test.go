@@ -12,17 +12,40 @@ import (
 	"github.com/watershed-dev/watershed/platform/bus"
 )
 
-// pullRecorder is a real consumer that records the size of each pull and,
-// for each message handled, the pull it came in.
+// pullRecorder is a real consumer that records the size and start of each
+// pull, for each message handled the pull it came in, and when each flush
+// came. before, if set, runs ahead of each pull with its index.
 type pullRecorder struct {
 	jetstream.Consumer
-	mu      sync.Mutex
-	sizes   []int
-	handled []int // index in sizes of the pull of each message handled
-	flushed int
+	before    func(pull int)
+	mu        sync.Mutex
+	sizes     []int
+	pulledAt  []time.Time
+	handled   []int // index in sizes of the pull of each message handled
+	flushed   int
+	flushedAt []time.Time
+}
+
+// recordedConsumer is a pullRecorder on the consumer of partition 0 of an
+// empty destination stream, with the stream's JetStream.
+func recordedConsumer(t *testing.T, ctx context.Context, maxAckPending int) (*pullRecorder, jetstream.JetStream) {
+	t.Helper()
+	s, js := destStream(t, ctx, 0)
+	cons, err := bus.EnsureConsumer(ctx, s, bus.ReaderConsumerConfig("writer-p0", bus.DestSubject("prometheus", 0), maxAckPending, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pullRecorder{Consumer: cons}, js
 }
 
 func (r *pullRecorder) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	r.mu.Lock()
+	pull := len(r.sizes)
+	r.pulledAt = append(r.pulledAt, time.Now())
+	r.mu.Unlock()
+	if r.before != nil {
+		r.before(pull)
+	}
 	r.mu.Lock()
 	r.sizes = append(r.sizes, n)
 	r.mu.Unlock()
@@ -39,6 +62,7 @@ func (r *pullRecorder) handle(_ context.Context, m jetstream.Msg) error {
 func (r *pullRecorder) flush(context.Context) error {
 	r.mu.Lock()
 	r.flushed++
+	r.flushedAt = append(r.flushedAt, time.Now())
 	r.mu.Unlock()
 	return nil
 }
@@ -67,12 +91,7 @@ func TestFetchLoopPullsOneMessageWhenIdle(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := ctxT(t)
-			s, js := destStream(t, ctx, 0)
-			cons, err := bus.EnsureConsumer(ctx, s, bus.ReaderConsumerConfig("writer-p0", bus.DestSubject("prometheus", 0), batch, time.Hour))
-			if err != nil {
-				t.Fatal(err)
-			}
-			rec := &pullRecorder{Consumer: cons}
+			rec, js := recordedConsumer(t, ctx, batch)
 			stop := make(chan struct{})
 			loop := &bus.FetchLoop{
 				Consumer: rec, Batch: batch, MaxWait: 100 * time.Millisecond, IdleMaxWait: tt.idleWait,

@@ -81,6 +81,13 @@ type Config struct {
 	// Member names this replica among the destination's writers; "" is
 	// partgroup.HostMember().
 	Member string
+	// PacedPulls paces the pulls of a busy partition (bus.FetchLoop.Paced):
+	// for a backend whose requests gather many messages, each sent at the
+	// end of a pull, it costs no latency and spares the bus most of the
+	// consumer state writes of a partition with several messages a
+	// second. A backend whose requests fill from one or two messages is
+	// better without: its full requests would wait for the next pull.
+	PacedPulls bool
 }
 
 // Writer delivers a destination's stream to its backend.
@@ -243,6 +250,7 @@ func (w *Writer) runPartition(ctx context.Context, lease *partgroup.Lease) error
 		// expired before the next owner can pull.
 		MaxWait:     min(w.cfg.Queue.BatchSendDeadline, w.cfg.NATS.Groups.Lease/4),
 		IdleMaxWait: bus.PartitionIdleWait(w.cfg.NATS.Groups.Lease),
+		Paced:       w.cfg.PacedPulls,
 		Handle:      pw.add,
 		// The end of a pull settles what it delivered before the next
 		// pull: a pull open while a request is retried past AckWait

@@ -43,6 +43,10 @@ func New(cfg Config, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger)
 		URL:      t.Host,
 		Queue:    Queue(t, cfg.Batch),
 		Buffer:   t.Buffer, UserAgent: UserAgent, Batch: 512, Sender: sender,
+		// An export gathers the receivers' requests of a pull (a batch of
+		// processors.batch, up to its timeout), so a pull spaced at that
+		// timeout costs no latency.
+		PacedPulls: true,
 	}, b, reg, logger), nil
 }
 
