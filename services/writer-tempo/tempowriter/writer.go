@@ -44,8 +44,8 @@ func New(cfg Config, b *bus.Bus, reg prometheus.Registerer, logger *slog.Logger)
 		Queue:    Queue(t, cfg.Batch),
 		Buffer:   t.Buffer, UserAgent: UserAgent, Batch: 512, Sender: sender,
 		// An export gathers the receivers' requests of a pull (a batch of
-		// processors.batch, up to its timeout), so a pull spaced at that
-		// timeout costs no latency.
+		// processors.batch) and goes at its end, so spacing pulls at their
+		// wait (min(batch.timeout, lease/4)) costs no latency.
 		PacedPulls: true,
 	}, b, reg, logger), nil
 }
